@@ -1,0 +1,32 @@
+//! govflow-engine: the BPMN 2.0 model, its parser and validator, FEEL, and (as they land) the pure runtime
+//! core, storage, scheduler and engine shell. The parser and validator never panic: bad input becomes
+//! [`Diagnostic`]s.
+
+pub mod diagnostics;
+pub mod feel;
+pub mod model;
+pub mod outline;
+pub mod parse;
+pub mod support;
+pub mod timer;
+pub mod validate;
+mod xml;
+
+pub use diagnostics::{has_errors, Code, Diagnostic, Severity};
+pub use parse::{parse, parse_with, Parsed};
+pub use validate::validate;
+pub use xml::Limits;
+
+/// Parses and validates a BPMN file: the model (when one could be built) and every diagnostic, parse
+/// diagnostics first, then validation diagnostics in document order.
+pub fn check(bytes: &[u8]) -> Parsed {
+    check_with(bytes, Limits::default())
+}
+
+pub fn check_with(bytes: &[u8], limits: Limits) -> Parsed {
+    let mut parsed = parse_with(bytes, limits);
+    if let Some(definitions) = &parsed.definitions {
+        parsed.diagnostics.extend(validate(definitions));
+    }
+    parsed
+}
