@@ -27,8 +27,8 @@ impl fmt::Display for Severity {
 
 macro_rules! codes {
     ($($variant:ident = $code:literal, $summary:literal;)*) => {
-        /// A stable diagnostic code, printed as `BPMNnnnn`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        /// A stable diagnostic code, printed (and serialised) as `BPMNnnnn`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Code {
             $($variant,)*
         }
@@ -86,6 +86,23 @@ codes! {
     ParallelJoinAfterExclusiveSplit = "BPMN0030", "likely deadlock: a parallel join waits for branches of an exclusive split, of which only one runs";
     ExclusiveJoinAfterParallelSplit = "BPMN0031", "lack of synchronisation: an exclusive join passes on each branch of a parallel split separately";
     CycleWithoutExit = "BPMN0032", "a cycle of sequence flows has no way out";
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Code, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown diagnostic code '{text}'")))
+    }
 }
 
 impl Code {

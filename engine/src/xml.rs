@@ -80,8 +80,17 @@ pub(crate) fn read(bytes: &[u8], limits: Limits, diagnostics: &mut Vec<Diagnosti
     }
     let text = decode(bytes, diagnostics)?;
     let lines = LineIndex::new(&text);
-    let mut tree = TreeReader { reader: NsReader::from_str(&text), text: &text, lines: &lines, limits };
-    match tree.read_document() {
+    let mut tree = TreeReader {
+        reader: NsReader::from_str(&text),
+        text: &text,
+        lines: &lines,
+        limits,
+        refusals: Vec::new(),
+        n_refused_references: 0,
+    };
+    let result = tree.read_document();
+    diagnostics.append(&mut tree.refusals);
+    match result {
         Ok(root) => Some(root),
         Err(diagnostic) => {
             diagnostics.push(diagnostic);
@@ -89,6 +98,9 @@ pub(crate) fn read(bytes: &[u8], limits: Limits, diagnostics: &mut Vec<Diagnosti
         }
     }
 }
+
+/// At most this many refused entity references are reported one by one; the rest are counted.
+const MAX_REPORTED_REFERENCES: usize = 10;
 
 /// Turns the raw bytes into UTF-8 text: UTF-8 (with or without BOM), UTF-16 by BOM, or any encoding
 /// the XML declaration names that `encoding_rs` knows (ISO-8859-1, windows-1252, ...).
@@ -199,6 +211,10 @@ struct TreeReader<'a> {
     text: &'a str,
     lines: &'a LineIndex,
     limits: Limits,
+    /// Non-fatal refusals (a DTD, undeclared entity references): reported, skipped, reading goes on so
+    /// that the rest of the file is still checked. Nothing refused is ever expanded.
+    refusals: Vec<Diagnostic>,
+    n_refused_references: usize,
 }
 
 impl TreeReader<'_> {
@@ -273,15 +289,8 @@ impl TreeReader<'_> {
                         Ok(None) => match predefined_entity(&reference) {
                             Some(ch) => ch,
                             None => {
-                                return Err(Diagnostic::error(
-                                    Code::DtdRefused,
-                                    format!(
-                                        "entity reference '&{};' is refused: only the five predefined XML \
-                                         entities and character references are allowed",
-                                        &*reference
-                                    ),
-                                )
-                                .at(pos));
+                                self.refuse_reference(&reference, pos);
+                                continue;
                             }
                         },
                         Err(error) => {
@@ -297,12 +306,15 @@ impl TreeReader<'_> {
                     }
                 }
                 Event::DocType(_) => {
-                    return Err(Diagnostic::error(
-                        Code::DtdRefused,
-                        "DOCTYPE declarations are refused: BPMN files need no DTD, and DTDs enable XXE and \
-                         entity-expansion attacks",
-                    )
-                    .at(pos));
+                    // Refused, not read: no entity it declares is ever expanded.
+                    self.refusals.push(
+                        Diagnostic::error(
+                            Code::DtdRefused,
+                            "DOCTYPE declarations are refused: BPMN files need no DTD, and DTDs enable XXE and \
+                             entity-expansion attacks; its declarations were ignored",
+                        )
+                        .at(pos),
+                    );
                 }
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
                 Event::Eof => break,
@@ -319,6 +331,27 @@ impl TreeReader<'_> {
             Diagnostic::error(Code::MalformedXml, "the document has no root element")
                 .at(Position { line: 1, column: 1 })
         })
+    }
+
+    fn refuse_reference(&mut self, name: &str, pos: Position) {
+        self.n_refused_references += 1;
+        match self.n_refused_references {
+            n if n <= MAX_REPORTED_REFERENCES => self.refusals.push(
+                Diagnostic::error(
+                    Code::DtdRefused,
+                    format!(
+                        "entity reference '&{name};' is refused and left out: only the five predefined XML \
+                         entities and character references are allowed"
+                    ),
+                )
+                .at(pos),
+            ),
+            n if n == MAX_REPORTED_REFERENCES + 1 => self.refusals.push(
+                Diagnostic::error(Code::DtdRefused, "more entity references are refused; only the first ones are listed")
+                    .at(pos),
+            ),
+            _ => {}
+        }
     }
 
     /// Checks that a new element may open here and reads its tag.
@@ -425,15 +458,17 @@ mod tests {
     }
 
     #[test]
-    fn refuses_doctype_and_unknown_entities() {
+    fn refuses_doctype_and_unknown_entities_without_expanding_them() {
         let (node, diagnostics) =
-            read_str("<?xml version=\"1.0\"?>\n<!DOCTYPE a [<!ENTITY x \"y\">]>\n<a>&x;</a>");
-        assert!(node.is_none());
-        assert_eq!(diagnostics[0].code, Code::DtdRefused);
+            read_str("<?xml version=\"1.0\"?>\n<!DOCTYPE a [<!ENTITY x \"y\">]>\n<a>1&x;2</a>");
+        // The document is still read (so its other problems are reported), the entity never expanded.
+        assert_eq!(node.unwrap().text, "12");
+        assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+        assert!(diagnostics.iter().all(|d| d.code == Code::DtdRefused && d.is_error()));
         assert_eq!(diagnostics[0].pos.line, 2);
-        let (node, diagnostics) = read_str("<a>&x;</a>");
-        assert!(node.is_none());
-        assert_eq!(diagnostics[0].code, Code::DtdRefused);
+        let laughs = format!("<a>{}</a>", "&lol;".repeat(1000));
+        let (_, diagnostics) = read_str(&laughs);
+        assert_eq!(diagnostics.len(), MAX_REPORTED_REFERENCES + 1);
     }
 
     #[test]

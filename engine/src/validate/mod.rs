@@ -708,24 +708,32 @@ impl<'a> Validator<'a> {
     ) {
         match gateway.kind {
             GatewayKind::Exclusive | GatewayKind::Inclusive if outgoing.len() > 1 => {
-                for flow in outgoing {
-                    if flow.condition.is_none() && gateway.default_flow.as_ref() != Some(&flow.id) {
-                        self.push(
-                            Diagnostic::error(
-                                Code::MissingCondition,
-                                format!(
-                                    "{} '{}' has {} outgoing flows, but flow '{}' has no condition and is not the \
-                                     default flow: add a condition or mark it as the default",
-                                    node.type_name(),
-                                    node.id,
-                                    outgoing.len(),
-                                    flow.id
-                                ),
-                            )
-                            .on(&node.id)
-                            .at(node.pos),
-                        );
-                    }
+                let unconditioned: Vec<String> = outgoing
+                    .iter()
+                    .filter(|flow| flow.condition.is_none() && gateway.default_flow.as_ref() != Some(&flow.id))
+                    .map(|flow| format!("'{}'", flow.id))
+                    .collect();
+                if !unconditioned.is_empty() {
+                    let (subject, verb) = match unconditioned.len() {
+                        1 => ("flow", "has"),
+                        _ => ("flows", "have"),
+                    };
+                    self.push(
+                        Diagnostic::error(
+                            Code::MissingCondition,
+                            format!(
+                                "{} '{}' has {} outgoing flows, but {subject} {} {verb} no condition and {} not the \
+                                 default flow: add conditions (e.g. '=age >= 18') or mark one flow as the default",
+                                node.type_name(),
+                                node.id,
+                                outgoing.len(),
+                                unconditioned.join(", "),
+                                if unconditioned.len() == 1 { "is" } else { "are" },
+                            ),
+                        )
+                        .on(&node.id)
+                        .at(node.pos),
+                    );
                 }
             }
             GatewayKind::EventBased { .. } => {
