@@ -38,3 +38,17 @@ fn every_rust_file_opens_with_a_module_doc_line() {
         .collect();
     assert!(offenders.is_empty(), "files without a leading //! line: {offenders:#?}");
 }
+
+#[test]
+fn docs_list_every_diagnostic_code_with_its_summary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/diagnostics.md")).unwrap();
+    for code in govflow_engine::Code::ALL {
+        let row = format!("| `{code}` |");
+        let line = docs.lines().find(|line| line.starts_with(&row));
+        let line = line.unwrap_or_else(|| panic!("docs/diagnostics.md has no row for {code}"));
+        assert!(line.contains(code.summary()), "docs/diagnostics.md: summary of {code} is out of date");
+        let rule = if code.is_execution_rule() { "| execution |" } else { "| model |" };
+        assert!(line.contains(rule), "docs/diagnostics.md: {code} should be marked {rule}");
+    }
+}
