@@ -64,6 +64,10 @@ pub fn parse_expression(source: &str) -> Result<FeelExpression, FeelError> {
     if nesting(source) > MAX_NESTING {
         return Err(error(format!("brackets are nested more than {MAX_NESTING} deep")));
     }
+    if words(source).any(|word| word == "external") {
+        // dsntk can call out to Java/PMML services from `function() external {...}`: never from a file.
+        return Err(error("external functions are not allowed in govflow expressions".to_owned()));
+    }
     let scope = scope_for(source);
     let parsed =
         catch_unwind(AssertUnwindSafe(|| dsntk_feel_parser::parse_expression(&scope, source, false)));
@@ -167,6 +171,20 @@ const MULTI_WORD_BUILTINS: &[&str] = &[
     "to json",
 ];
 
+/// The identifier-like words of `source` outside string literals.
+fn words(source: &str) -> impl Iterator<Item = &str> {
+    let mut in_string = false;
+    source
+        .split(move |ch: char| {
+            if ch == '"' {
+                in_string = !in_string;
+                return true;
+            }
+            in_string || !(ch.is_alphanumeric() || ch == '_' || ch == '$')
+        })
+        .filter(|word| !word.is_empty())
+}
+
 fn scope_for(source: &str) -> FeelScope {
     let protected: Vec<&str> = MULTI_WORD_BUILTINS
         .iter()
@@ -175,26 +193,11 @@ fn scope_for(source: &str) -> FeelScope {
         .collect();
     let scope = FeelScope::default();
     scope.push(FeelContext::default());
-    let mut word = String::new();
-    let mut in_string = false;
-    for ch in source.chars().chain(std::iter::once(' ')) {
-        if ch == '"' {
-            in_string = !in_string;
-            word.clear();
-            continue;
-        }
-        if in_string {
-            continue;
-        }
-        if ch.is_alphanumeric() || ch == '_' || ch == '$' {
-            word.push(ch);
-            continue;
-        }
+    for word in words(source) {
         let is_identifier = word.chars().next().is_some_and(|first| !first.is_ascii_digit());
-        if is_identifier && !KEYWORDS.contains(&word.as_str()) && !protected.contains(&word.as_str()) {
-            scope.set_name(Name::from(word.as_str()));
+        if is_identifier && !KEYWORDS.contains(&word) && !protected.contains(&word) {
+            scope.set_name(Name::from(word));
         }
-        word.clear();
     }
     scope
 }
@@ -239,6 +242,13 @@ mod tests {
         }
         let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
         assert!(parse_expression(&deep).unwrap_err().message.contains("nested"));
+    }
+
+    #[test]
+    fn refuses_external_functions_but_not_the_word_in_strings() {
+        let error = parse_expression("function(x) external {java: {class: \"A\", method signature: \"m\"}}");
+        assert!(error.unwrap_err().message.contains("external functions are not allowed"));
+        assert!(parse_expression("note = \"external\"").is_ok());
     }
 
     #[test]
