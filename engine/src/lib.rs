@@ -7,6 +7,7 @@ pub mod feel;
 pub mod model;
 pub mod outline;
 pub mod parse;
+pub mod runtime;
 pub mod support;
 pub mod timer;
 pub mod validate;

@@ -16,6 +16,8 @@ use dsntk_feel::context::FeelContext;
 use dsntk_feel::{FeelScope, Name};
 use dsntk_feel_parser::AstNode;
 
+pub mod eval;
+
 /// Deepest bracket nesting accepted before handing an expression to the parser (guards its recursion).
 const MAX_NESTING: usize = 64;
 /// Longest accepted expression, in bytes.
