@@ -52,3 +52,34 @@ fn docs_list_every_diagnostic_code_with_its_summary() {
         assert!(line.contains(rule), "docs/diagnostics.md: {code} should be marked {rule}");
     }
 }
+
+/// The runtime core (and the FEEL and timer code it calls) is pure: no async runtime, no store, no clock,
+/// no randomness, no I/O, no hash-ordered iteration. `decide` must give the same events for the same
+/// arguments, forever.
+#[test]
+fn runtime_core_is_pure() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/src");
+    let mut files = Vec::new();
+    rust_files(&root.join("runtime"), &mut files);
+    files.push(root.join("feel/eval.rs"));
+    files.push(root.join("timer.rs"));
+    assert!(files.len() >= 7, "the runtime core files moved: {files:?}");
+    let forbidden = [
+        "tokio", "sled", "SystemTime", "Instant", "Utc::now", "Local::now", "uuid", "rand::", "std::fs",
+        "std::net", "std::thread", "HashMap", "HashSet", "std::env",
+    ];
+    let mut offences = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Only code: skip comments and string literals' worth of documentation lines.
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in forbidden {
+                if code.contains(word) && !code.trim_start().starts_with('"') {
+                    offences.push(format!("{}:{}: {word}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(offences.is_empty(), "the runtime core must stay pure:\n{}", offences.join("\n"));
+}

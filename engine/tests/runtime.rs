@@ -118,6 +118,11 @@ impl World {
                         let task = self.user_task(element)?;
                         self.send(Command::CompleteUserTask { task, variables: vars(json)? })
                     }
+                    "call" => {
+                        // the child instance of call activity ELEMENT completed with these variables
+                        let element_instance = self.call(element)?;
+                        self.send(Command::CompleteCallActivity { element_instance, variables: vars(json)? })
+                    }
                     _ => Err(format!("complete {what}?")),
                 }
             }
@@ -132,6 +137,13 @@ impl World {
                 };
                 let message = rest.split_once('"').map(|(_, m)| m.trim_end_matches('"').to_owned()).unwrap_or_default();
                 self.send(Command::FailJob { job, retries, message, backoff_ms })
+            }
+            "throw" if rest.starts_with("error call ") => {
+                // throw error call ELEMENT CODE: the child instance ended with an unhandled error
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let element_instance = self.call(words.get(2).ok_or("throw error call ELEMENT CODE")?)?;
+                let error_code = words.get(3).ok_or("throw error call ELEMENT CODE")?.to_string();
+                self.send(Command::CallActivityFailed { element_instance, error_code, message: "child failed".into() })
             }
             "throw" => {
                 // throw error job ELEMENT CODE
@@ -236,6 +248,15 @@ impl World {
             .or_else(|| jobs().next())
             .map(|job| job.key)
             .ok_or_else(|| format!("no job for '{element}'"))
+    }
+
+    fn call(&self, element: &str) -> Result<Key, String> {
+        self.instance
+            .calls
+            .keys()
+            .find(|key| self.instance.elements.get(key).is_some_and(|e| e.element.as_str() == element))
+            .copied()
+            .ok_or_else(|| format!("no call activity '{element}' waiting for its child"))
     }
 
     fn user_task(&self, element: &str) -> Result<Key, String> {

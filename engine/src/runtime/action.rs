@@ -24,6 +24,10 @@ pub enum Action {
     OpenSignalSubscription { subscription: Key, signal_name: String },
     CloseSignalSubscription { subscription: Key },
     BroadcastSignal { signal_name: String, variables: VariableMap },
+    /// Start a child instance for a call activity; its end is reported back with
+    /// `Command::CompleteCallActivity` (or `Command::ThrowError`-like `CallActivityFailed`).
+    StartChildInstance { element_instance: Key, process_id: String, variables: VariableMap },
+    CancelChildInstance { element_instance: Key },
     /// The instance ended (completed or cancelled): notify parents, flow triggers, waiting callers.
     InstanceEnded { completed: bool },
 }
@@ -62,6 +66,14 @@ pub fn actions_of(events: &[Event]) -> Vec<Action> {
             }
             Event::SignalBroadcast { signal_name, variables, .. } => {
                 Action::BroadcastSignal { signal_name: signal_name.clone(), variables: variables.clone() }
+            }
+            Event::ChildInstanceRequested { element_instance, process_id, variables, .. } => Action::StartChildInstance {
+                element_instance: *element_instance,
+                process_id: process_id.clone(),
+                variables: variables.clone(),
+            },
+            Event::ChildInstanceCancelRequested { element_instance } => {
+                Action::CancelChildInstance { element_instance: *element_instance }
             }
             Event::InstanceCompleted { .. } => Action::InstanceEnded { completed: true },
             Event::InstanceCancelled => Action::InstanceEnded { completed: false },

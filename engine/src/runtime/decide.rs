@@ -21,6 +21,10 @@ use crate::timer::{parse_date_time, Cycle, IsoDuration};
 const BODY: &str = "multiInstanceBody";
 /// The body-local variable holding a multi-instance's input collection, evaluated once at the start.
 const ITEMS: &str = "_govflow_items";
+/// A compensation thrower's local list of element instances still to compensate.
+const COMPENSATING: &str = "_govflow_compensating";
+/// A compensation handler's local pointer to the thrower waiting for it.
+const COMPENSATION_FOR: &str = "_govflow_compensation_for";
 /// Variables whose name starts with this are the engine's bookkeeping: recorded, never visible to FEEL
 /// or jobs.
 const INTERNAL_PREFIX: &str = "_govflow";
@@ -35,7 +39,7 @@ pub fn decide(
     command: &Command,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Event>, Rejection> {
-    let mut run = Run { definition, state: instance.clone(), events: Vec::new(), now, queue: VecDeque::new(), steps: 0 };
+    let mut run = Run { definition, state: instance.clone(), events: Vec::new(), now, queue: VecDeque::new(), steps: 0, compensation_thrower: BTreeMap::new() };
     run.command(command)?;
     run.drain();
     Ok(run.events)
@@ -67,6 +71,8 @@ struct Run<'a> {
     now: DateTime<FixedOffset>,
     queue: VecDeque<Step>,
     steps: usize,
+    /// Compensation handlers that completed in this command, with the thrower waiting for them.
+    compensation_thrower: BTreeMap<Key, Key>,
 }
 
 /// A failure inside a step that becomes an incident on the element instance.
@@ -225,6 +231,34 @@ impl<'a> Run<'a> {
                 self.emit(Event::TimerFired { timer: *timer });
                 let (owner, element) = (timer_state.element_instance, timer_state.element.clone());
                 self.trigger(owner, &element, VariableMap::new(), Trigger::Timer(timer_state));
+                Ok(())
+            }
+            Command::CompleteCallActivity { element_instance, variables } => {
+                if !self.state.calls.contains_key(element_instance) {
+                    return Err(Rejection::NoSuchCall(*element_instance));
+                }
+                let propagate_all = self
+                    .state
+                    .elements
+                    .get(element_instance)
+                    .and_then(|e| self.node(&e.element))
+                    .and_then(|n| n.node.extensions.zeebe.called_element.as_ref())
+                    .is_none_or(|z| z.propagate_all_child_variables);
+                let has_outputs = self
+                    .state
+                    .elements
+                    .get(element_instance)
+                    .and_then(|e| self.node(&e.element))
+                    .is_some_and(|n| !n.outputs.is_empty());
+                let result = if propagate_all || has_outputs { variables.clone() } else { VariableMap::new() };
+                self.queue.push_back(Step::Complete { key: *element_instance, result });
+                Ok(())
+            }
+            Command::CallActivityFailed { element_instance, error_code, message } => {
+                if !self.state.calls.contains_key(element_instance) {
+                    return Err(Rejection::NoSuchCall(*element_instance));
+                }
+                self.throw_error(*element_instance, error_code, message);
                 Ok(())
             }
             Command::ResolveIncident { incident, variables } => {
@@ -580,8 +614,27 @@ impl<'a> Run<'a> {
                     self.queue.push_back(Step::Arrive { element: start, scope: key, via: None, triggered: Some(VariableMap::new()) });
                 }
             }
-            ActivityKind::CallActivity(_) => {
-                return Err(Failure { kind: IncidentKind::Unsupported, message: "call activities are not executed yet".to_owned() })
+            ActivityKind::CallActivity(call) => {
+                if !is_iteration {
+                    self.open_boundaries(key, node)?;
+                }
+                let zeebe = node.node.extensions.zeebe.called_element.as_ref();
+                let visible = self.visible(key);
+                let process_id = match zeebe.map(|z| z.process_id.as_str()).filter(|id| !id.is_empty()) {
+                    Some(text) => match self.eval(&Expr::compile(text).map_err(Failure::expression)?, &visible)? {
+                        Json::String(id) => id,
+                        other => other.to_string(),
+                    },
+                    None => call.called_element.clone().unwrap_or_default(),
+                };
+                // Zeebe: all visible variables by default; with propagateAllParentVariables=false only the
+                // input mappings' (local) variables.
+                let variables: VariableMap = if zeebe.is_none_or(|z| z.propagate_all_parent_variables) {
+                    visible.into_iter().collect()
+                } else {
+                    self.input_locals(key)
+                };
+                self.emit(Event::ChildInstanceRequested { element_instance: key, element: node.node.id.clone(), process_id, variables });
             }
         }
         Ok(())
@@ -636,8 +689,8 @@ impl<'a> Run<'a> {
                         None => self.queue.push_back(Step::CheckScope { scope }),
                     }
                 }
-                EventDefinitionKind::Compensate { .. } => {
-                    return Err(Failure { kind: IncidentKind::Unsupported, message: "compensation is not executed yet".to_owned() })
+                EventDefinitionKind::Compensate { activity_ref, .. } => {
+                    self.start_compensation(key, scope, activity_ref.as_ref());
                 }
                 _ => {
                     return Err(Failure {
@@ -959,6 +1012,50 @@ impl<'a> Run<'a> {
     }
 
     // -------------------------------------------------------------------------------------------------
+    // compensation: undo completed activities, most recent first, one handler at a time
+
+    /// A compensation throw in `scope`: the handlers of the activities completed in it (only
+    /// `activity_ref` when given) run in reverse completion order; the thrower waits for them.
+    fn start_compensation(&mut self, thrower: Key, scope: Key, activity_ref: Option<&ElementId>) {
+        let pending: Vec<Json> = self
+            .state
+            .compensations
+            .iter()
+            .rev()
+            .filter(|c| c.scope == scope && activity_ref.is_none_or(|a| a == &c.element))
+            .map(|c| Json::from(c.element_instance.0))
+            .collect();
+        self.set_local(thrower, VariableMap::from([(COMPENSATING.to_owned(), Json::Array(pending))]));
+        self.next_compensation(thrower);
+    }
+
+    /// Runs the next pending handler of `thrower`, or completes the thrower when none is left.
+    fn next_compensation(&mut self, thrower: Key) {
+        let Some(instance) = self.state.elements.get(&thrower).cloned() else { return };
+        let scope = instance.scope.unwrap_or(thrower);
+        let mut pending = self.body_var(thrower, COMPENSATING).unwrap_or_default();
+        while !pending.is_empty() {
+            let next = Key(pending.remove(0).as_u64().unwrap_or(0));
+            self.set_local(thrower, VariableMap::from([(COMPENSATING.to_owned(), Json::Array(pending.clone()))]));
+            let Some(record) = self.state.compensations.iter().find(|c| c.element_instance == next).cloned() else { continue };
+            let Some(handler) = self.node(&record.element).and_then(|n| n.compensation_handler.clone()) else { continue };
+            self.emit(Event::CompensationStarted {
+                thrower,
+                element_instance: record.element_instance,
+                element: record.element.clone(),
+                handler: handler.clone(),
+            });
+            let key = self.next_key();
+            let element_type = self.node(&handler).map_or("task", |n| n.node.type_name()).to_owned();
+            self.emit(Event::ElementActivated { key, element: handler, element_type, scope: Some(scope) });
+            self.set_local(key, VariableMap::from([(COMPENSATION_FOR.to_owned(), Json::from(thrower.0))]));
+            self.queue.push_back(Step::Run { key });
+            return;
+        }
+        self.queue.push_back(Step::Complete { key: thrower, result: VariableMap::new() });
+    }
+
+    // -------------------------------------------------------------------------------------------------
     // multi-instance and standard loops: a body element instance holding one instance per iteration
 
     fn is_iteration(&self, key: Key) -> bool {
@@ -1214,6 +1311,9 @@ impl<'a> Run<'a> {
 
     /// Ends element instance `key` and leaves it over `flows`.
     fn finish(&mut self, key: Key, node: &Node, scope: Key, flows: Vec<ElementId>) {
+        if let Some(thrower) = self.state.variables.get(&key).and_then(|v| v.get(COMPENSATION_FOR)).and_then(Json::as_u64) {
+            self.compensation_thrower.insert(key, Key(thrower));
+        }
         self.close_triggers(key);
         self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
         let has_compensation = node.boundaries.iter().any(|b| {
@@ -1229,6 +1329,10 @@ impl<'a> Run<'a> {
 
     fn leave(&mut self, key: Key, element: &ElementId, scope: Key, flows: Vec<ElementId>) {
         if Some(key) == self.state.root || !self.state.elements.contains_key(&scope) {
+            return;
+        }
+        if let Some(thrower) = self.compensation_thrower.remove(&key) {
+            self.next_compensation(thrower);
             return;
         }
         if flows.is_empty() {
@@ -1339,6 +1443,9 @@ impl<'a> Run<'a> {
         let tasks: Vec<Key> = self.state.user_tasks.values().filter(|t| t.element_instance == key).map(|t| t.key).collect();
         for task in tasks {
             self.emit(Event::UserTaskCancelled { task });
+        }
+        if self.state.calls.contains_key(&key) {
+            self.emit(Event::ChildInstanceCancelRequested { element_instance: key });
         }
         self.close_triggers(key);
         let incidents: Vec<Key> =

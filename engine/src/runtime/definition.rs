@@ -73,6 +73,8 @@ pub struct Node {
     pub error_code: Option<String>,
     pub escalation_code: Option<String>,
     pub link: Option<String>,
+    /// For an activity with a compensation boundary event: the handler activity associated with it.
+    pub compensation_handler: Option<ElementId>,
 }
 
 /// A timer definition, as written: ISO text or FEEL evaluated when the timer is scheduled.
@@ -302,7 +304,20 @@ impl Compiler<'_> {
             error_code: None,
             escalation_code: None,
             link: None,
+            compensation_handler: None,
         };
+        compiled.compensation_handler = compiled.boundaries.iter().find_map(|boundary| {
+            let is_compensation = scope.flow_node(boundary).and_then(|b| b.as_event()).is_some_and(|event| {
+                matches!(event.definition(), Some(EventDefinitionKind::Compensate { .. }))
+            });
+            if !is_compensation {
+                return None;
+            }
+            scope.artifacts.iter().find_map(|artifact| match &artifact.kind {
+                ArtifactKind::Association { source, target, .. } if source == boundary => Some(target.clone()),
+                _ => None,
+            })
+        });
         let message_ref = match &node.kind {
             FlowNodeKind::Event(event) => {
                 for definition in &event.definitions {

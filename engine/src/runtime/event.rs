@@ -243,6 +243,24 @@ pub enum Event {
     IncidentResolved {
         incident: Key,
     },
+    /// A call activity asks the shell to start an instance of `process_id` with `variables`.
+    ChildInstanceRequested {
+        element_instance: Key,
+        element: ElementId,
+        process_id: String,
+        variables: VariableMap,
+    },
+    /// The call activity ended before its child: the shell cancels the child instance.
+    ChildInstanceCancelRequested {
+        element_instance: Key,
+    },
+    /// Compensation thrown by `thrower` runs `handler` to undo the completed `element_instance`.
+    CompensationStarted {
+        thrower: Key,
+        element_instance: Key,
+        element: ElementId,
+        handler: ElementId,
+    },
     /// A completed activity with a compensation handler, recorded so compensation can undo it later.
     CompensationRecorded {
         element_instance: Key,
@@ -290,6 +308,9 @@ impl Event {
             Event::IncidentRaised { .. } => "IncidentRaised",
             Event::IncidentResolved { .. } => "IncidentResolved",
             Event::CompensationRecorded { .. } => "CompensationRecorded",
+            Event::ChildInstanceRequested { .. } => "ChildInstanceRequested",
+            Event::ChildInstanceCancelRequested { .. } => "ChildInstanceCancelRequested",
+            Event::CompensationStarted { .. } => "CompensationStarted",
             Event::InstanceCompleted { .. } => "InstanceCompleted",
             Event::InstanceCancelled => "InstanceCancelled",
         }

@@ -47,6 +47,11 @@ pub enum Command {
     CorrelateMessage { name: String, correlation_key: String, variables: VariableMap, message_id: Option<String> },
     TriggerSignal { name: String, variables: VariableMap },
     FireTimer { timer: Key },
+    /// The child instance of call activity `element_instance` completed with `variables`.
+    CompleteCallActivity { element_instance: Key, variables: VariableMap },
+    /// The child instance of call activity `element_instance` ended with an unhandled BPMN error: it is
+    /// thrown again from the call activity, where boundary events may catch it.
+    CallActivityFailed { element_instance: Key, error_code: String, message: String },
     /// Retry the step that raised the incident, after setting `variables` (process scope, propagated).
     ResolveIncident { incident: Key, variables: VariableMap },
 }
@@ -80,4 +85,6 @@ pub enum Rejection {
     NoSuchIncident(Key),
     #[error("there is no element instance {0} to hold variables")]
     NoSuchScope(Key),
+    #[error("element instance {0} is not a call activity waiting for its child")]
+    NoSuchCall(Key),
 }

@@ -46,6 +46,8 @@ pub struct Instance {
     pub incidents: BTreeMap<Key, Incident>,
     /// Completed activities with compensation handlers, in completion order.
     pub compensations: Vec<Compensation>,
+    /// Call activities waiting for their child instance: element instance → called process id.
+    pub calls: BTreeMap<Key, String>,
     /// Number of events applied.
     pub n_events: u64,
 }
@@ -173,6 +175,7 @@ impl Instance {
             }
             Event::ElementCompleted { key, .. } | Event::ElementTerminated { key, .. } => {
                 self.elements.remove(key);
+                self.calls.remove(key);
                 if Some(*key) != self.root {
                     self.variables.remove(key);
                     self.joins.remove(key);
@@ -338,6 +341,15 @@ impl Instance {
             }
             Event::IncidentResolved { incident } => {
                 self.incidents.remove(incident);
+            }
+            Event::ChildInstanceRequested { element_instance, process_id, .. } => {
+                self.calls.insert(*element_instance, process_id.clone());
+            }
+            Event::ChildInstanceCancelRequested { element_instance } => {
+                self.calls.remove(element_instance);
+            }
+            Event::CompensationStarted { element_instance, .. } => {
+                self.compensations.retain(|compensation| compensation.element_instance != *element_instance);
             }
             Event::CompensationRecorded { element_instance, element, scope } => {
                 self.compensations.push(Compensation {
