@@ -11,25 +11,64 @@ use super::event::{Event, Key, VariableMap};
 #[serde(tag = "type")]
 pub enum Action {
     /// Make job `job` available to its connector or workers.
-    RunJob { job: Key, job_type: String },
+    RunJob {
+        job: Key,
+        job_type: String,
+    },
     /// Make a failed job with retries left available again, not before `retry_at`.
-    RetryJob { job: Key, retry_at: Option<DateTime<FixedOffset>> },
-    CancelJob { job: Key },
-    OpenUserTask { task: Key },
-    CloseUserTask { task: Key },
-    ScheduleTimer { timer: Key, due: DateTime<FixedOffset> },
-    CancelTimer { timer: Key },
-    OpenMessageSubscription { subscription: Key, message_name: String, correlation_key: String },
-    CloseMessageSubscription { subscription: Key },
-    OpenSignalSubscription { subscription: Key, signal_name: String },
-    CloseSignalSubscription { subscription: Key },
-    BroadcastSignal { signal_name: String, variables: VariableMap },
+    RetryJob {
+        job: Key,
+        retry_at: Option<DateTime<FixedOffset>>,
+    },
+    CancelJob {
+        job: Key,
+    },
+    OpenUserTask {
+        task: Key,
+    },
+    CloseUserTask {
+        task: Key,
+    },
+    ScheduleTimer {
+        timer: Key,
+        due: DateTime<FixedOffset>,
+    },
+    CancelTimer {
+        timer: Key,
+    },
+    OpenMessageSubscription {
+        subscription: Key,
+        message_name: String,
+        correlation_key: String,
+    },
+    CloseMessageSubscription {
+        subscription: Key,
+    },
+    OpenSignalSubscription {
+        subscription: Key,
+        signal_name: String,
+    },
+    CloseSignalSubscription {
+        subscription: Key,
+    },
+    BroadcastSignal {
+        signal_name: String,
+        variables: VariableMap,
+    },
     /// Start a child instance for a call activity; its end is reported back with
     /// `Command::CompleteCallActivity` (or `Command::ThrowError`-like `CallActivityFailed`).
-    StartChildInstance { element_instance: Key, process_id: String, variables: VariableMap },
-    CancelChildInstance { element_instance: Key },
+    StartChildInstance {
+        element_instance: Key,
+        process_id: String,
+        variables: VariableMap,
+    },
+    CancelChildInstance {
+        element_instance: Key,
+    },
     /// The instance ended (completed or cancelled): notify parents, flow triggers, waiting callers.
-    InstanceEnded { completed: bool },
+    InstanceEnded {
+        completed: bool,
+    },
 }
 
 /// The actions that `events` call for, in event order.
@@ -37,7 +76,9 @@ pub fn actions_of(events: &[Event]) -> Vec<Action> {
     let mut actions = Vec::new();
     for event in events {
         let action = match event {
-            Event::JobCreated { job, job_type, .. } => Action::RunJob { job: *job, job_type: job_type.clone() },
+            Event::JobCreated { job, job_type, .. } => {
+                Action::RunJob { job: *job, job_type: job_type.clone() }
+            }
             Event::JobFailed { job, retries, retry_at, .. } if *retries > 0 => {
                 Action::RetryJob { job: *job, retry_at: *retry_at }
             }
@@ -59,7 +100,10 @@ pub fn actions_of(events: &[Event]) -> Vec<Action> {
                 Action::CloseMessageSubscription { subscription: *subscription }
             }
             Event::SignalSubscriptionOpened { subscription, signal_name, .. } => {
-                Action::OpenSignalSubscription { subscription: *subscription, signal_name: signal_name.clone() }
+                Action::OpenSignalSubscription {
+                    subscription: *subscription,
+                    signal_name: signal_name.clone(),
+                }
             }
             Event::SignalSubscriptionClosed { subscription } => {
                 Action::CloseSignalSubscription { subscription: *subscription }
@@ -67,11 +111,13 @@ pub fn actions_of(events: &[Event]) -> Vec<Action> {
             Event::SignalBroadcast { signal_name, variables, .. } => {
                 Action::BroadcastSignal { signal_name: signal_name.clone(), variables: variables.clone() }
             }
-            Event::ChildInstanceRequested { element_instance, process_id, variables, .. } => Action::StartChildInstance {
-                element_instance: *element_instance,
-                process_id: process_id.clone(),
-                variables: variables.clone(),
-            },
+            Event::ChildInstanceRequested { element_instance, process_id, variables, .. } => {
+                Action::StartChildInstance {
+                    element_instance: *element_instance,
+                    process_id: process_id.clone(),
+                    variables: variables.clone(),
+                }
+            }
             Event::ChildInstanceCancelRequested { element_instance } => {
                 Action::CancelChildInstance { element_instance: *element_instance }
             }

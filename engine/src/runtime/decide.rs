@@ -39,7 +39,15 @@ pub fn decide(
     command: &Command,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Event>, Rejection> {
-    let mut run = Run { definition, state: instance.clone(), events: Vec::new(), now, queue: VecDeque::new(), steps: 0, compensation_thrower: BTreeMap::new() };
+    let mut run = Run {
+        definition,
+        state: instance.clone(),
+        events: Vec::new(),
+        now,
+        queue: VecDeque::new(),
+        steps: 0,
+        compensation_thrower: BTreeMap::new(),
+    };
     run.command(command)?;
     run.drain();
     Ok(run.events)
@@ -109,7 +117,9 @@ impl<'a> Run<'a> {
             return Err(Rejection::NotActive);
         }
         match command {
-            Command::Start { variables, business_key, start_event } => self.start(variables, business_key, start_event),
+            Command::Start { variables, business_key, start_event } => {
+                self.start(variables, business_key, start_event)
+            }
             Command::Cancel => {
                 if let Some(root) = self.state.root {
                     self.terminate(root);
@@ -146,10 +156,17 @@ impl<'a> Run<'a> {
                     return Err(Rejection::JobFailed(*job));
                 }
                 let (element_instance, element) = (job_state.element_instance, job_state.element.clone());
-                let retry_at = backoff_ms
-                    .filter(|_| *retries > 0)
-                    .and_then(|ms| self.now.checked_add_signed(chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))));
-                self.emit(Event::JobFailed { job: *job, retries: *retries, message: message.clone(), retry_at });
+                let retry_at = backoff_ms.filter(|_| *retries > 0).and_then(|ms| {
+                    self.now.checked_add_signed(chrono::Duration::milliseconds(
+                        i64::try_from(ms).unwrap_or(i64::MAX),
+                    ))
+                });
+                self.emit(Event::JobFailed {
+                    job: *job,
+                    retries: *retries,
+                    message: message.clone(),
+                    retry_at,
+                });
                 if *retries == 0 {
                     let incident = self.next_key();
                     self.emit(Event::IncidentRaised {
@@ -170,7 +187,11 @@ impl<'a> Run<'a> {
                     return Err(Rejection::JobFailed(*job));
                 }
                 let element_instance = job_state.element_instance;
-                self.emit(Event::JobErrorThrown { job: *job, error_code: error_code.clone(), message: message.clone() });
+                self.emit(Event::JobErrorThrown {
+                    job: *job,
+                    error_code: error_code.clone(),
+                    message: message.clone(),
+                });
                 self.throw_error(element_instance, error_code, message);
                 Ok(())
             }
@@ -199,12 +220,22 @@ impl<'a> Run<'a> {
                     message_id: message_id.clone(),
                     variables: variables.clone(),
                 });
-                self.trigger(subscription.element_instance, &subscription.element, variables.clone(), Trigger::Other);
+                self.trigger(
+                    subscription.element_instance,
+                    &subscription.element,
+                    variables.clone(),
+                    Trigger::Other,
+                );
                 Ok(())
             }
             Command::TriggerSignal { name, variables } => {
-                let subscriptions: Vec<_> =
-                    self.state.signal_subscriptions.values().filter(|s| &s.signal_name == name).cloned().collect();
+                let subscriptions: Vec<_> = self
+                    .state
+                    .signal_subscriptions
+                    .values()
+                    .filter(|s| &s.signal_name == name)
+                    .cloned()
+                    .collect();
                 if subscriptions.is_empty() {
                     return Err(Rejection::NoSignalSubscription(name.clone()));
                 }
@@ -218,13 +249,19 @@ impl<'a> Run<'a> {
                         signal_name: name.clone(),
                         variables: variables.clone(),
                     });
-                    self.trigger(subscription.element_instance, &subscription.element, variables.clone(), Trigger::Other);
+                    self.trigger(
+                        subscription.element_instance,
+                        &subscription.element,
+                        variables.clone(),
+                        Trigger::Other,
+                    );
                     self.drain();
                 }
                 Ok(())
             }
             Command::FireTimer { timer } => {
-                let timer_state = self.state.timers.get(timer).cloned().ok_or(Rejection::NoSuchTimer(*timer))?;
+                let timer_state =
+                    self.state.timers.get(timer).cloned().ok_or(Rejection::NoSuchTimer(*timer))?;
                 if self.now < timer_state.due {
                     return Err(Rejection::TimerNotDue { timer: *timer, due: timer_state.due });
                 }
@@ -250,7 +287,8 @@ impl<'a> Run<'a> {
                     .get(element_instance)
                     .and_then(|e| self.node(&e.element))
                     .is_some_and(|n| !n.outputs.is_empty());
-                let result = if propagate_all || has_outputs { variables.clone() } else { VariableMap::new() };
+                let result =
+                    if propagate_all || has_outputs { variables.clone() } else { VariableMap::new() };
                 self.queue.push_back(Step::Complete { key: *element_instance, result });
                 Ok(())
             }
@@ -262,7 +300,12 @@ impl<'a> Run<'a> {
                 Ok(())
             }
             Command::ResolveIncident { incident, variables } => {
-                let incident_state = self.state.incidents.get(incident).cloned().ok_or(Rejection::NoSuchIncident(*incident))?;
+                let incident_state = self
+                    .state
+                    .incidents
+                    .get(incident)
+                    .cloned()
+                    .ok_or(Rejection::NoSuchIncident(*incident))?;
                 if !variables.is_empty() {
                     let scope = self
                         .state
@@ -278,13 +321,17 @@ impl<'a> Run<'a> {
                 match incident_state.retry {
                     Retry::Job => {
                         // The failed job is replaced by a fresh one with the element's configured retries.
-                        if let Some(job) = incident_state.job.and_then(|job| self.state.jobs.get(&job).cloned()) {
+                        if let Some(job) =
+                            incident_state.job.and_then(|job| self.state.jobs.get(&job).cloned())
+                        {
                             self.emit(Event::JobCancelled { job: job.key });
                             self.create_job(job.element_instance, &job.element);
                         }
                     }
                     Retry::Run => self.queue.push_back(Step::Run { key: incident_state.element_instance }),
-                    Retry::Finish => self.queue.push_back(Step::Finish { key: incident_state.element_instance }),
+                    Retry::Finish => {
+                        self.queue.push_back(Step::Finish { key: incident_state.element_instance })
+                    }
                 }
                 Ok(())
             }
@@ -314,7 +361,9 @@ impl<'a> Run<'a> {
                 }
                 id.clone()
             }
-            None => root_scope.and_then(|scope| scope.none_starts.first().cloned()).ok_or(Rejection::NoNoneStartEvent)?,
+            None => root_scope
+                .and_then(|scope| scope.none_starts.first().cloned())
+                .ok_or(Rejection::NoNoneStartEvent)?,
         };
         self.emit(Event::InstanceCreated {
             process_id: self.definition.process_id.clone(),
@@ -324,12 +373,26 @@ impl<'a> Run<'a> {
             variables: variables.clone(),
         });
         let root = self.next_key();
-        self.emit(Event::ElementActivated { key: root, element: root_id.clone(), element_type: "process".to_owned(), scope: None });
+        self.emit(Event::ElementActivated {
+            key: root,
+            element: root_id.clone(),
+            element_type: "process".to_owned(),
+            scope: None,
+        });
         if !variables.is_empty() {
-            self.emit(Event::VariablesChanged { scope: root, element: root_id.clone(), variables: variables.clone() });
+            self.emit(Event::VariablesChanged {
+                scope: root,
+                element: root_id.clone(),
+                variables: variables.clone(),
+            });
         }
         self.open_event_subprocess_triggers(root, &root_id);
-        self.queue.push_back(Step::Arrive { element: start, scope: root, via: None, triggered: Some(VariableMap::new()) });
+        self.queue.push_back(Step::Arrive {
+            element: start,
+            scope: root,
+            via: None,
+            triggered: Some(VariableMap::new()),
+        });
         Ok(())
     }
 
@@ -370,7 +433,13 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn arrive(&mut self, element: &ElementId, scope: Key, via: Option<ElementId>, triggered: Option<VariableMap>) {
+    fn arrive(
+        &mut self,
+        element: &ElementId,
+        scope: Key,
+        via: Option<ElementId>,
+        triggered: Option<VariableMap>,
+    ) {
         if !self.state.elements.contains_key(&scope) {
             return; // the scope ended meanwhile (terminated)
         }
@@ -420,7 +489,12 @@ impl<'a> Run<'a> {
         self.emit(Event::JoinConsumed { gateway: gateway.clone(), scope, flows });
         let key = self.next_key();
         let element_type = self.node(gateway).map_or("gateway", |n| n.node.type_name()).to_owned();
-        self.emit(Event::ElementActivated { key, element: gateway.clone(), element_type, scope: Some(scope) });
+        self.emit(Event::ElementActivated {
+            key,
+            element: gateway.clone(),
+            element_type,
+            scope: Some(scope),
+        });
         self.queue.push_back(Step::Run { key });
     }
 
@@ -431,10 +505,11 @@ impl<'a> Run<'a> {
         for (scope, gateways) in &self.state.joins {
             for (gateway, arrivals) in gateways {
                 let Some(upstream) = self.definition.inclusive_upstream.get(gateway) else { continue };
-                let active_upstream = self.state.children(*scope).any(|child| upstream.contains(&child.element));
-                let waiting_upstream = gateways
-                    .iter()
-                    .any(|(other, tokens)| other != gateway && upstream.contains(other) && !tokens.is_empty());
+                let active_upstream =
+                    self.state.children(*scope).any(|child| upstream.contains(&child.element));
+                let waiting_upstream = gateways.iter().any(|(other, tokens)| {
+                    other != gateway && upstream.contains(other) && !tokens.is_empty()
+                });
                 if !active_upstream && !waiting_upstream && !arrivals.is_empty() {
                     ready.push((*scope, gateway.clone(), arrivals.keys().cloned().collect::<Vec<_>>()));
                 }
@@ -505,14 +580,19 @@ impl<'a> Run<'a> {
             }
             GatewayKind::EventBased { .. } => {
                 for flow in &node.outgoing {
-                    let Some(target) = self.definition.flow(flow).map(|f| f.flow.target.clone()) else { continue };
+                    let Some(target) = self.definition.flow(flow).map(|f| f.flow.target.clone()) else {
+                        continue;
+                    };
                     if let Some(target_node) = self.node(&target) {
                         self.open_trigger(key, target_node, true)?;
                     }
                 }
             }
             GatewayKind::Complex { .. } => {
-                return Err(Failure { kind: IncidentKind::Unsupported, message: "complex gateways are not executed".to_owned() })
+                return Err(Failure {
+                    kind: IncidentKind::Unsupported,
+                    message: "complex gateways are not executed".to_owned(),
+                })
             }
         }
         Ok(())
@@ -520,7 +600,13 @@ impl<'a> Run<'a> {
 
     /// Evaluates outgoing conditions: the first true one (exclusive) or all true ones (inclusive); the
     /// default flow when none is true; an incident when there is no default either.
-    fn choose_flows(&mut self, key: Key, node: &Node, default: Option<&ElementId>, first_only: bool) -> Result<Vec<ElementId>, Failure> {
+    fn choose_flows(
+        &mut self,
+        key: Key,
+        node: &Node,
+        default: Option<&ElementId>,
+        first_only: bool,
+    ) -> Result<Vec<ElementId>, Failure> {
         if node.outgoing.len() == 1 && default.is_none() {
             let only = &node.outgoing[0];
             if self.definition.flow(only).is_some_and(|flow| flow.condition.is_none()) {
@@ -536,10 +622,12 @@ impl<'a> Run<'a> {
             let Some(flow) = self.definition.flow(flow_id) else { continue };
             let taken = match &flow.condition {
                 None => true,
-                Some(condition) => eval::evaluate_condition(condition, &visible, self.now).map_err(|error| Failure {
-                    kind: IncidentKind::ExpressionFailed,
-                    message: format!("condition of flow '{flow_id}': {error}"),
-                })?,
+                Some(condition) => {
+                    eval::evaluate_condition(condition, &visible, self.now).map_err(|error| Failure {
+                        kind: IncidentKind::ExpressionFailed,
+                        message: format!("condition of flow '{flow_id}': {error}"),
+                    })?
+                }
             };
             if taken {
                 chosen.push(flow_id.clone());
@@ -574,14 +662,19 @@ impl<'a> Run<'a> {
                     self.open_boundaries(key, node)?;
                 }
                 match task {
-                    TaskKind::Task | TaskKind::Manual => self.queue.push_back(Step::Complete { key, result: VariableMap::new() }),
+                    TaskKind::Task | TaskKind::Manual => {
+                        self.queue.push_back(Step::Complete { key, result: VariableMap::new() })
+                    }
                     TaskKind::Service { .. } | TaskKind::Send { .. } => self.create_job(key, &node.node.id),
                     TaskKind::Script { .. } | TaskKind::BusinessRule { .. } if node.job.is_some() => {
                         self.create_job(key, &node.node.id)
                     }
                     TaskKind::Script { .. } => {
                         let Some((expression, result_variable)) = &node.script else {
-                            return Err(Failure { kind: IncidentKind::Unsupported, message: "script task without zeebe:script".to_owned() });
+                            return Err(Failure {
+                                kind: IncidentKind::Unsupported,
+                                message: "script task without zeebe:script".to_owned(),
+                            });
                         };
                         let value = self.eval(expression, &self.visible(key))?;
                         let mut result = VariableMap::new();
@@ -591,7 +684,8 @@ impl<'a> Run<'a> {
                     TaskKind::BusinessRule { .. } => {
                         return Err(Failure {
                             kind: IncidentKind::Unsupported,
-                            message: "DMN decisions are not evaluated yet; use a zeebe:taskDefinition".to_owned(),
+                            message: "DMN decisions are not evaluated yet; use a zeebe:taskDefinition"
+                                .to_owned(),
                         })
                     }
                     TaskKind::User { .. } => self.open_user_task(key, node)?,
@@ -602,7 +696,8 @@ impl<'a> Run<'a> {
                 if !is_iteration {
                     self.open_boundaries(key, node)?;
                 }
-                let starts = self.definition.scope(&node.node.id).map(|s| s.none_starts.clone()).unwrap_or_default();
+                let starts =
+                    self.definition.scope(&node.node.id).map(|s| s.none_starts.clone()).unwrap_or_default();
                 if sub.kind != SubProcessKind::Embedded || starts.is_empty() {
                     return Err(Failure {
                         kind: IncidentKind::Unsupported,
@@ -611,7 +706,12 @@ impl<'a> Run<'a> {
                 }
                 self.open_event_subprocess_triggers(key, &node.node.id);
                 for start in starts {
-                    self.queue.push_back(Step::Arrive { element: start, scope: key, via: None, triggered: Some(VariableMap::new()) });
+                    self.queue.push_back(Step::Arrive {
+                        element: start,
+                        scope: key,
+                        via: None,
+                        triggered: Some(VariableMap::new()),
+                    });
                 }
             }
             ActivityKind::CallActivity(call) => {
@@ -621,10 +721,12 @@ impl<'a> Run<'a> {
                 let zeebe = node.node.extensions.zeebe.called_element.as_ref();
                 let visible = self.visible(key);
                 let process_id = match zeebe.map(|z| z.process_id.as_str()).filter(|id| !id.is_empty()) {
-                    Some(text) => match self.eval(&Expr::compile(text).map_err(Failure::expression)?, &visible)? {
-                        Json::String(id) => id,
-                        other => other.to_string(),
-                    },
+                    Some(text) => {
+                        match self.eval(&Expr::compile(text).map_err(Failure::expression)?, &visible)? {
+                            Json::String(id) => id,
+                            other => other.to_string(),
+                        }
+                    }
                     None => call.called_element.clone().unwrap_or_default(),
                 };
                 // Zeebe: all visible variables by default; with propagateAllParentVariables=false only the
@@ -634,22 +736,37 @@ impl<'a> Run<'a> {
                 } else {
                     self.input_locals(key)
                 };
-                self.emit(Event::ChildInstanceRequested { element_instance: key, element: node.node.id.clone(), process_id, variables });
+                self.emit(Event::ChildInstanceRequested {
+                    element_instance: key,
+                    element: node.node.id.clone(),
+                    process_id,
+                    variables,
+                });
             }
         }
         Ok(())
     }
 
-    fn run_event(&mut self, key: Key, node: &Node, event: &BpmnEvent, scope: Option<Key>) -> Result<(), Failure> {
+    fn run_event(
+        &mut self,
+        key: Key,
+        node: &Node,
+        event: &BpmnEvent,
+        scope: Option<Key>,
+    ) -> Result<(), Failure> {
         let scope = scope.unwrap_or(key);
         let definition = event.definition();
         match (&event.position, definition) {
-            (EventPosition::Start { .. }, _) => self.queue.push_back(Step::Complete { key, result: VariableMap::new() }),
+            (EventPosition::Start { .. }, _) => {
+                self.queue.push_back(Step::Complete { key, result: VariableMap::new() })
+            }
             (EventPosition::IntermediateCatch, Some(EventDefinitionKind::Link { .. })) => {
                 self.queue.push_back(Step::Complete { key, result: VariableMap::new() })
             }
             (EventPosition::IntermediateCatch, _) => self.open_trigger(key, node, false)?,
-            (EventPosition::Boundary { .. }, _) => self.queue.push_back(Step::Complete { key, result: VariableMap::new() }),
+            (EventPosition::Boundary { .. }, _) => {
+                self.queue.push_back(Step::Complete { key, result: VariableMap::new() })
+            }
             (EventPosition::End | EventPosition::IntermediateThrow, None) => {
                 self.queue.push_back(Step::Complete { key, result: VariableMap::new() })
             }
@@ -665,7 +782,9 @@ impl<'a> Run<'a> {
                     self.queue.push_back(Step::Complete { key, result: VariableMap::new() });
                 }
                 EventDefinitionKind::Terminate => {
-                    for child in self.state.children(scope).map(|c| c.key).filter(|c| *c != key).collect::<Vec<_>>() {
+                    for child in
+                        self.state.children(scope).map(|c| c.key).filter(|c| *c != key).collect::<Vec<_>>()
+                    {
                         self.terminate(child);
                     }
                     self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
@@ -685,7 +804,12 @@ impl<'a> Run<'a> {
                     let target = node.link.as_ref().and_then(|name| self.link_catch(&node.scope, name));
                     self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
                     match target {
-                        Some(target) => self.queue.push_back(Step::Arrive { element: target, scope, via: None, triggered: None }),
+                        Some(target) => self.queue.push_back(Step::Arrive {
+                            element: target,
+                            scope,
+                            via: None,
+                            triggered: None,
+                        }),
                         None => self.queue.push_back(Step::CheckScope { scope }),
                     }
                 }
@@ -705,12 +829,19 @@ impl<'a> Run<'a> {
 
     fn link_catch(&self, scope: &ElementId, name: &str) -> Option<ElementId> {
         let scope_def = self.definition.scope(scope)?;
-        scope_def.nodes.iter().find(|id| {
-            self.node(id).is_some_and(|node| {
-                node.link.as_deref() == Some(name)
-                    && matches!(node.node.as_event().map(|e| &e.position), Some(EventPosition::IntermediateCatch))
+        scope_def
+            .nodes
+            .iter()
+            .find(|id| {
+                self.node(id).is_some_and(|node| {
+                    node.link.as_deref() == Some(name)
+                        && matches!(
+                            node.node.as_event().map(|e| &e.position),
+                            Some(EventPosition::IntermediateCatch)
+                        )
+                })
             })
-        }).cloned()
+            .cloned()
     }
 
     /// The local variables an element's input mappings produced (a throw event's payload).
@@ -728,7 +859,11 @@ impl<'a> Run<'a> {
         let job_type = match self.eval(&spec.job_type, &visible) {
             Ok(Json::String(job_type)) => job_type,
             Ok(other) => {
-                return self.incident(key, IncidentKind::ExpressionFailed, format!("job type evaluated to {other}, not a string"))
+                return self.incident(
+                    key,
+                    IncidentKind::ExpressionFailed,
+                    format!("job type evaluated to {other}, not a string"),
+                )
             }
             Err(failure) => return self.incident(key, failure.kind, failure.message),
         };
@@ -738,7 +873,11 @@ impl<'a> Run<'a> {
             _ => None,
         };
         let Some(retries) = retries else {
-            return self.incident(key, IncidentKind::ExpressionFailed, "job retries are not a whole number".to_owned());
+            return self.incident(
+                key,
+                IncidentKind::ExpressionFailed,
+                "job retries are not a whole number".to_owned(),
+            );
         };
         let job = self.next_key();
         self.emit(Event::JobCreated {
@@ -758,19 +897,28 @@ impl<'a> Run<'a> {
         let text = |run: &Self, value: &Option<String>| -> Result<Option<String>, Failure> {
             match value {
                 None => Ok(None),
-                Some(value) => match run.eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)? {
-                    Json::Null => Ok(None),
-                    Json::String(text) => Ok(Some(text)),
-                    other => Ok(Some(other.to_string())),
-                },
+                Some(value) => {
+                    match run.eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)? {
+                        Json::Null => Ok(None),
+                        Json::String(text) => Ok(Some(text)),
+                        other => Ok(Some(other.to_string())),
+                    }
+                }
             }
         };
         let list = |run: &Self, value: &Option<String>| -> Result<Vec<String>, Failure> {
             match value {
                 None => Ok(Vec::new()),
-                Some(value) => match run.eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)? {
-                    Json::Array(items) => Ok(items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect()),
-                    Json::String(text) => Ok(text.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+                Some(value) => match run
+                    .eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)?
+                {
+                    Json::Array(items) => Ok(items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect()),
+                    Json::String(text) => {
+                        Ok(text.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                    }
                     Json::Null => Ok(Vec::new()),
                     other => Ok(vec![other.to_string()]),
                 },
@@ -804,7 +952,13 @@ impl<'a> Run<'a> {
         if let Some(timer) = &node.timer {
             let due = self.due(owner, timer, 0)?;
             let timer_key = self.next_key();
-            self.emit(Event::TimerScheduled { timer: timer_key, element_instance: owner, element: node.node.id.clone(), due, fired: 0 });
+            self.emit(Event::TimerScheduled {
+                timer: timer_key,
+                element_instance: owner,
+                element: node.node.id.clone(),
+                due,
+                fired: 0,
+            });
         } else if let Some(message) = &node.message {
             let visible = self.visible(owner);
             let name = match self.eval(&message.name, &visible)? {
@@ -817,7 +971,10 @@ impl<'a> Run<'a> {
                     Json::Null => {
                         return Err(Failure {
                             kind: IncidentKind::ExpressionFailed,
-                            message: format!("correlation key {} of message '{name}' evaluated to null", expression.source()),
+                            message: format!(
+                                "correlation key {} of message '{name}' evaluated to null",
+                                expression.source()
+                            ),
                         })
                     }
                     other => other.to_string(),
@@ -858,12 +1015,17 @@ impl<'a> Run<'a> {
     }
 
     fn open_event_subprocess_triggers(&mut self, scope: Key, scope_id: &ElementId) {
-        let subprocesses = self.definition.scope(scope_id).map(|s| s.event_subprocesses.clone()).unwrap_or_default();
+        let subprocesses =
+            self.definition.scope(scope_id).map(|s| s.event_subprocesses.clone()).unwrap_or_default();
         for subprocess in subprocesses {
             let starts = self.definition.scope(&subprocess).map(|s| s.nodes.clone()).unwrap_or_default();
             for start in starts {
                 let Some(node) = self.node(&start) else { continue };
-                let Some(BpmnEvent { position: EventPosition::Start { interrupting }, .. }) = node.node.as_event() else { continue };
+                let Some(BpmnEvent { position: EventPosition::Start { interrupting }, .. }) =
+                    node.node.as_event()
+                else {
+                    continue;
+                };
                 if let Err(failure) = self.open_trigger(scope, node, *interrupting) {
                     self.incident(scope, failure.kind, failure.message);
                 }
@@ -879,7 +1041,10 @@ impl<'a> Run<'a> {
                 other => Ok(other.to_string()),
             }
         };
-        let bad = |error: crate::timer::TimerError| Failure { kind: IncidentKind::ExpressionFailed, message: error.to_string() };
+        let bad = |error: crate::timer::TimerError| Failure {
+            kind: IncidentKind::ExpressionFailed,
+            message: error.to_string(),
+        };
         let due = match timer {
             TimerExpr::Date(expr) => Some(parse_date_time(&text(expr)?).map_err(bad)?),
             TimerExpr::Duration(expr) => IsoDuration::parse(&text(expr)?).map_err(bad)?.add_to(&self.now),
@@ -889,21 +1054,35 @@ impl<'a> Run<'a> {
                 cycle.next_after(anchor, fired, anchor).map(|due| due.with_timezone(&self.now.timezone()))
             }
         };
-        due.ok_or_else(|| Failure { kind: IncidentKind::ExpressionFailed, message: "the timer has no next due time".to_owned() })
+        due.ok_or_else(|| Failure {
+            kind: IncidentKind::ExpressionFailed,
+            message: "the timer has no next due time".to_owned(),
+        })
     }
 
     fn close_triggers(&mut self, owner: Key) {
-        let timers: Vec<Key> = self.state.timers.values().filter(|t| t.element_instance == owner).map(|t| t.key).collect();
+        let timers: Vec<Key> =
+            self.state.timers.values().filter(|t| t.element_instance == owner).map(|t| t.key).collect();
         for timer in timers {
             self.emit(Event::TimerCancelled { timer });
         }
-        let messages: Vec<Key> =
-            self.state.message_subscriptions.values().filter(|s| s.element_instance == owner).map(|s| s.key).collect();
+        let messages: Vec<Key> = self
+            .state
+            .message_subscriptions
+            .values()
+            .filter(|s| s.element_instance == owner)
+            .map(|s| s.key)
+            .collect();
         for subscription in messages {
             self.emit(Event::MessageSubscriptionClosed { subscription });
         }
-        let signals: Vec<Key> =
-            self.state.signal_subscriptions.values().filter(|s| s.element_instance == owner).map(|s| s.key).collect();
+        let signals: Vec<Key> = self
+            .state
+            .signal_subscriptions
+            .values()
+            .filter(|s| s.element_instance == owner)
+            .map(|s| s.key)
+            .collect();
         for subscription in signals {
             self.emit(Event::SignalSubscriptionClosed { subscription });
         }
@@ -930,7 +1109,12 @@ impl<'a> Run<'a> {
                 } else {
                     self.spend_or_repeat(owner, node, &how);
                 }
-                self.queue.push_back(Step::Arrive { element: element.clone(), scope, via: None, triggered: Some(payload) });
+                self.queue.push_back(Step::Arrive {
+                    element: element.clone(),
+                    scope,
+                    via: None,
+                    triggered: Some(payload),
+                });
             }
             Some(EventPosition::Start { interrupting }) => {
                 // An event sub-process start in scope `owner`.
@@ -945,25 +1129,34 @@ impl<'a> Run<'a> {
                 }
                 self.enter_event_subprocess(owner, &subprocess, element, payload);
             }
-            Some(EventPosition::IntermediateCatch) | None => {
-                // A target of an event-based gateway: the gateway completes towards it.
-                if owner_instance.element_type == "eventBasedGateway" {
-                    self.close_triggers(owner);
-                    self.emit(Event::ElementCompleted { key: owner, element: owner_instance.element.clone() });
-                    let Some(scope) = owner_instance.scope else { return };
-                    let flow = self.node(&owner_instance.element).and_then(|gateway| {
-                        gateway.outgoing.iter().find(|f| self.definition.flow(f).is_some_and(|f| &f.flow.target == element)).cloned()
+            // A target of an event-based gateway: the gateway completes towards it.
+            Some(EventPosition::IntermediateCatch) | None
+                if owner_instance.element_type == "eventBasedGateway" =>
+            {
+                self.close_triggers(owner);
+                self.emit(Event::ElementCompleted { key: owner, element: owner_instance.element.clone() });
+                let Some(scope) = owner_instance.scope else { return };
+                let flow = self.node(&owner_instance.element).and_then(|gateway| {
+                    gateway
+                        .outgoing
+                        .iter()
+                        .find(|f| self.definition.flow(f).is_some_and(|f| &f.flow.target == element))
+                        .cloned()
+                });
+                if let Some(flow) = flow {
+                    self.emit(Event::SequenceFlowTaken {
+                        flow,
+                        scope,
+                        source: owner_instance.element.clone(),
+                        target: element.clone(),
                     });
-                    if let Some(flow) = flow {
-                        self.emit(Event::SequenceFlowTaken {
-                            flow,
-                            scope,
-                            source: owner_instance.element.clone(),
-                            target: element.clone(),
-                        });
-                    }
-                    self.queue.push_back(Step::Arrive { element: element.clone(), scope, via: None, triggered: Some(payload) });
                 }
+                self.queue.push_back(Step::Arrive {
+                    element: element.clone(),
+                    scope,
+                    via: None,
+                    triggered: Some(payload),
+                });
             }
             _ => {}
         }
@@ -999,7 +1192,13 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn enter_event_subprocess(&mut self, scope: Key, subprocess: &ElementId, start: &ElementId, payload: VariableMap) {
+    fn enter_event_subprocess(
+        &mut self,
+        scope: Key,
+        subprocess: &ElementId,
+        start: &ElementId,
+        payload: VariableMap,
+    ) {
         let Some(node) = self.node(subprocess) else { return };
         let key = self.next_key();
         self.emit(Event::ElementActivated {
@@ -1008,7 +1207,12 @@ impl<'a> Run<'a> {
             element_type: node.node.type_name().to_owned(),
             scope: Some(scope),
         });
-        self.queue.push_back(Step::Arrive { element: start.clone(), scope: key, via: None, triggered: Some(payload) });
+        self.queue.push_back(Step::Arrive {
+            element: start.clone(),
+            scope: key,
+            via: None,
+            triggered: Some(payload),
+        });
     }
 
     // -------------------------------------------------------------------------------------------------
@@ -1036,9 +1240,18 @@ impl<'a> Run<'a> {
         let mut pending = self.body_var(thrower, COMPENSATING).unwrap_or_default();
         while !pending.is_empty() {
             let next = Key(pending.remove(0).as_u64().unwrap_or(0));
-            self.set_local(thrower, VariableMap::from([(COMPENSATING.to_owned(), Json::Array(pending.clone()))]));
-            let Some(record) = self.state.compensations.iter().find(|c| c.element_instance == next).cloned() else { continue };
-            let Some(handler) = self.node(&record.element).and_then(|n| n.compensation_handler.clone()) else { continue };
+            self.set_local(
+                thrower,
+                VariableMap::from([(COMPENSATING.to_owned(), Json::Array(pending.clone()))]),
+            );
+            let Some(record) = self.state.compensations.iter().find(|c| c.element_instance == next).cloned()
+            else {
+                continue;
+            };
+            let Some(handler) = self.node(&record.element).and_then(|n| n.compensation_handler.clone())
+            else {
+                continue;
+            };
             self.emit(Event::CompensationStarted {
                 thrower,
                 element_instance: record.element_instance,
@@ -1073,18 +1286,27 @@ impl<'a> Run<'a> {
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
                 let visible = self.visible(body);
-                let items: Vec<Json> = match (&multi.zeebe.as_ref().and_then(|z| z.input_collection.as_ref()), &multi.loop_cardinality) {
-                    (Some(collection), _) => match self.eval(&Expr::compile(collection).map_err(Failure::expression)?, &visible)? {
-                        Json::Array(items) => items,
-                        other => {
-                            return Err(Failure {
-                                kind: IncidentKind::ExpressionFailed,
-                                message: format!("inputCollection {collection} evaluated to {other}, not a list"),
-                            })
+                let items: Vec<Json> = match (
+                    &multi.zeebe.as_ref().and_then(|z| z.input_collection.as_ref()),
+                    &multi.loop_cardinality,
+                ) {
+                    (Some(collection), _) => {
+                        match self.eval(&Expr::compile(collection).map_err(Failure::expression)?, &visible)? {
+                            Json::Array(items) => items,
+                            other => {
+                                return Err(Failure {
+                                    kind: IncidentKind::ExpressionFailed,
+                                    message: format!(
+                                        "inputCollection {collection} evaluated to {other}, not a list"
+                                    ),
+                                })
+                            }
                         }
-                    },
+                    }
                     (None, Some(cardinality)) => {
-                        let n = match self.eval(&Expr::compile(&cardinality.text).map_err(Failure::expression)?, &visible)? {
+                        let n = match self
+                            .eval(&Expr::compile(&cardinality.text).map_err(Failure::expression)?, &visible)?
+                        {
                             Json::Number(n) => n.as_u64(),
                             Json::String(text) => text.trim().parse().ok(),
                             _ => None,
@@ -1135,9 +1357,14 @@ impl<'a> Run<'a> {
             scope: Some(body),
         });
         let mut locals = VariableMap::from([("loopCounter".to_owned(), Json::from(index + 1))]);
-        if let Some(LoopCharacteristics::MultiInstance(multi)) = node.node.as_activity().and_then(|a| a.loop_characteristics.as_ref()) {
+        if let Some(LoopCharacteristics::MultiInstance(multi)) =
+            node.node.as_activity().and_then(|a| a.loop_characteristics.as_ref())
+        {
             if let Some(element) = multi.zeebe.as_ref().and_then(|z| z.input_element.clone()) {
-                let item = self.body_var(body, ITEMS).and_then(|items| items.get(index).cloned()).unwrap_or(Json::Null);
+                let item = self
+                    .body_var(body, ITEMS)
+                    .and_then(|items| items.get(index).cloned())
+                    .unwrap_or(Json::Null);
                 locals.insert(element, item);
             }
             self.bump(body, "numberOfActiveInstances", 1);
@@ -1167,13 +1394,21 @@ impl<'a> Run<'a> {
     /// next iteration, or complete the body when all are done or the completion condition holds.
     fn iteration_done(&mut self, key: Key, node: &Node, body: Key) -> Result<(), Failure> {
         let Some(activity) = node.node.as_activity() else { return Ok(()) };
-        let loop_counter = self.state.variables.get(&key).and_then(|v| v.get("loopCounter")).and_then(Json::as_u64).unwrap_or(1);
+        let loop_counter = self
+            .state
+            .variables
+            .get(&key)
+            .and_then(|v| v.get("loopCounter"))
+            .and_then(Json::as_u64)
+            .unwrap_or(1);
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
-                if let (Some(collection), Some(element)) =
-                    (multi.zeebe.as_ref().and_then(|z| z.output_collection.clone()), multi.zeebe.as_ref().and_then(|z| z.output_element.clone()))
-                {
-                    let value = self.eval(&Expr::compile(&element).map_err(Failure::expression)?, &self.visible(key))?;
+                if let (Some(collection), Some(element)) = (
+                    multi.zeebe.as_ref().and_then(|z| z.output_collection.clone()),
+                    multi.zeebe.as_ref().and_then(|z| z.output_element.clone()),
+                ) {
+                    let value = self
+                        .eval(&Expr::compile(&element).map_err(Failure::expression)?, &self.visible(key))?;
                     let mut items = self.body_var(body, &collection).unwrap_or_default();
                     let index = usize::try_from(loop_counter.saturating_sub(1)).unwrap_or(0);
                     if index < items.len() {
@@ -1191,10 +1426,12 @@ impl<'a> Run<'a> {
                     Some(condition) => {
                         let expression = Expr::compile(&condition.text).map_err(Failure::expression)?;
                         let Expr::Feel(expression) = expression else { return Ok(()) };
-                        eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(|error| Failure {
-                            kind: IncidentKind::ExpressionFailed,
-                            message: format!("completionCondition: {error}"),
-                        })?
+                        eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
+                            |error| Failure {
+                                kind: IncidentKind::ExpressionFailed,
+                                message: format!("completionCondition: {error}"),
+                            },
+                        )?
                     }
                     None => false,
                 };
@@ -1230,14 +1467,18 @@ impl<'a> Run<'a> {
         let Expr::Feel(expression) = Expr::compile(&condition.text).map_err(Failure::expression)? else {
             return Ok(false);
         };
-        eval::evaluate_condition(&expression, &self.visible(body), self.now)
-            .map_err(|error| Failure { kind: IncidentKind::ExpressionFailed, message: format!("loopCondition: {error}") })
+        eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(|error| Failure {
+            kind: IncidentKind::ExpressionFailed,
+            message: format!("loopCondition: {error}"),
+        })
     }
 
     /// All iterations are done: the output collection goes to the flow scope, the body leaves.
     fn body_done(&mut self, body: Key, node: &Node) -> Result<(), Failure> {
         let Some(scope) = self.state.elements.get(&body).and_then(|b| b.scope) else { return Ok(()) };
-        if let Some(LoopCharacteristics::MultiInstance(multi)) = node.node.as_activity().and_then(|a| a.loop_characteristics.as_ref()) {
+        if let Some(LoopCharacteristics::MultiInstance(multi)) =
+            node.node.as_activity().and_then(|a| a.loop_characteristics.as_ref())
+        {
             if let Some(collection) = multi.zeebe.as_ref().and_then(|z| z.output_collection.clone()) {
                 let items = self.body_var(body, &collection).unwrap_or_default();
                 self.propagate(scope, VariableMap::from([(collection, Json::Array(items))]));
@@ -1274,7 +1515,8 @@ impl<'a> Run<'a> {
         let Some(instance) = self.state.elements.get(&key).cloned() else { return };
         let Some(node) = self.node(&instance.element) else { return };
         let scope = instance.scope.unwrap_or(key);
-        let has_conditions = node.outgoing.iter().any(|f| self.definition.flow(f).is_some_and(|f| f.condition.is_some()));
+        let has_conditions =
+            node.outgoing.iter().any(|f| self.definition.flow(f).is_some_and(|f| f.condition.is_some()));
         let flows = if has_conditions {
             let default = node.node.default_flow().cloned();
             match self.choose_conditional(node, key, default.as_ref()) {
@@ -1291,7 +1533,13 @@ impl<'a> Run<'a> {
     }
 
     /// Output mappings into the flow scope, or (none) the result propagated as Zeebe does.
-    fn apply_outputs(&mut self, key: Key, node: &Node, scope: Key, result: VariableMap) -> Result<(), Failure> {
+    fn apply_outputs(
+        &mut self,
+        key: Key,
+        node: &Node,
+        scope: Key,
+        result: VariableMap,
+    ) -> Result<(), Failure> {
         if node.outputs.is_empty() {
             if !result.is_empty() {
                 self.propagate(scope, result);
@@ -1311,18 +1559,24 @@ impl<'a> Run<'a> {
 
     /// Ends element instance `key` and leaves it over `flows`.
     fn finish(&mut self, key: Key, node: &Node, scope: Key, flows: Vec<ElementId>) {
-        if let Some(thrower) = self.state.variables.get(&key).and_then(|v| v.get(COMPENSATION_FOR)).and_then(Json::as_u64) {
+        if let Some(thrower) =
+            self.state.variables.get(&key).and_then(|v| v.get(COMPENSATION_FOR)).and_then(Json::as_u64)
+        {
             self.compensation_thrower.insert(key, Key(thrower));
         }
         self.close_triggers(key);
         self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
         let has_compensation = node.boundaries.iter().any(|b| {
-            self.node(b).and_then(|n| n.node.as_event()).is_some_and(|e| {
-                matches!(e.definition(), Some(EventDefinitionKind::Compensate { .. }))
-            })
+            self.node(b)
+                .and_then(|n| n.node.as_event())
+                .is_some_and(|e| matches!(e.definition(), Some(EventDefinitionKind::Compensate { .. })))
         });
         if has_compensation {
-            self.emit(Event::CompensationRecorded { element_instance: key, element: node.node.id.clone(), scope });
+            self.emit(Event::CompensationRecorded {
+                element_instance: key,
+                element: node.node.id.clone(),
+                scope,
+            });
         }
         self.queue.push_back(Step::Leave { key, element: node.node.id.clone(), scope, flows });
     }
@@ -1347,11 +1601,21 @@ impl<'a> Run<'a> {
                 source: element.clone(),
                 target: flow.flow.target.clone(),
             });
-            self.queue.push_back(Step::Arrive { element: flow.flow.target.clone(), scope, via: Some(flow_id), triggered: None });
+            self.queue.push_back(Step::Arrive {
+                element: flow.flow.target.clone(),
+                scope,
+                via: Some(flow_id),
+                triggered: None,
+            });
         }
     }
 
-    fn choose_conditional(&self, node: &Node, key: Key, default: Option<&ElementId>) -> Result<Vec<ElementId>, Failure> {
+    fn choose_conditional(
+        &self,
+        node: &Node,
+        key: Key,
+        default: Option<&ElementId>,
+    ) -> Result<Vec<ElementId>, Failure> {
         let visible = self.visible(key);
         let mut chosen = Vec::new();
         for flow_id in &node.outgoing {
@@ -1361,10 +1625,12 @@ impl<'a> Run<'a> {
             let Some(flow) = self.definition.flow(flow_id) else { continue };
             let taken = match &flow.condition {
                 None => true,
-                Some(condition) => eval::evaluate_condition(condition, &visible, self.now).map_err(|error| Failure {
-                    kind: IncidentKind::ExpressionFailed,
-                    message: format!("condition of flow '{flow_id}': {error}"),
-                })?,
+                Some(condition) => {
+                    eval::evaluate_condition(condition, &visible, self.now).map_err(|error| Failure {
+                        kind: IncidentKind::ExpressionFailed,
+                        message: format!("condition of flow '{flow_id}': {error}"),
+                    })?
+                }
             };
             if taken {
                 chosen.push(flow_id.clone());
@@ -1376,7 +1642,10 @@ impl<'a> Run<'a> {
                 None => {
                     return Err(Failure {
                         kind: IncidentKind::NoMatchingFlow,
-                        message: format!("no conditional flow out of '{}' is true and there is no default flow", node.node.id),
+                        message: format!(
+                            "no conditional flow out of '{}' is true and there is no default flow",
+                            node.node.id
+                        ),
                     })
                 }
             }
@@ -1436,11 +1705,13 @@ impl<'a> Run<'a> {
         for child in children {
             self.terminate(child);
         }
-        let jobs: Vec<Key> = self.state.jobs.values().filter(|j| j.element_instance == key).map(|j| j.key).collect();
+        let jobs: Vec<Key> =
+            self.state.jobs.values().filter(|j| j.element_instance == key).map(|j| j.key).collect();
         for job in jobs {
             self.emit(Event::JobCancelled { job });
         }
-        let tasks: Vec<Key> = self.state.user_tasks.values().filter(|t| t.element_instance == key).map(|t| t.key).collect();
+        let tasks: Vec<Key> =
+            self.state.user_tasks.values().filter(|t| t.element_instance == key).map(|t| t.key).collect();
         for task in tasks {
             self.emit(Event::UserTaskCancelled { task });
         }
@@ -1464,7 +1735,11 @@ impl<'a> Run<'a> {
     /// Throws a BPMN error from element instance `from`: the nearest catching boundary event or event
     /// sub-process, outward through the scopes; an incident when nothing catches it.
     fn throw_error(&mut self, from: Key, code: &str, message: &str) {
-        self.emit(Event::ErrorThrown { element_instance: from, error_code: code.to_owned(), message: message.to_owned() });
+        self.emit(Event::ErrorThrown {
+            element_instance: from,
+            error_code: code.to_owned(),
+            message: message.to_owned(),
+        });
         match self.find_catcher(from, code, CatchKind::Error) {
             Some(catcher) => self.catch(catcher, VariableMap::new()),
             None => self.incident(
@@ -1502,15 +1777,27 @@ impl<'a> Run<'a> {
             let instance = self.state.elements.get(&key)?;
             let node = self.node(&instance.element);
             // Event sub-processes of this scope (the process or a sub-process instance).
-            let scope_id = if Some(key) == self.state.root { Some(self.definition.root_id()) } else { node.map(|n| n.node.id.clone()) };
+            let scope_id = if Some(key) == self.state.root {
+                Some(self.definition.root_id())
+            } else {
+                node.map(|n| n.node.id.clone())
+            };
             if let Some(scope_def) = scope_id.as_ref().and_then(|id| self.definition.scope(id)) {
                 for subprocess in &scope_def.event_subprocesses {
-                    let starts = self.definition.scope(subprocess).map(|s| s.nodes.clone()).unwrap_or_default();
+                    let starts =
+                        self.definition.scope(subprocess).map(|s| s.nodes.clone()).unwrap_or_default();
                     for start in starts {
                         if let Some(start_node) = self.node(&start) {
-                            if let Some(BpmnEvent { position: EventPosition::Start { interrupting }, .. }) = start_node.node.as_event() {
+                            if let Some(BpmnEvent {
+                                position: EventPosition::Start { interrupting }, ..
+                            }) = start_node.node.as_event()
+                            {
                                 if matches(start_node) && key != from {
-                                    return Some(Catcher { owner: key, element: start.clone(), interrupting: *interrupting });
+                                    return Some(Catcher {
+                                        owner: key,
+                                        element: start.clone(),
+                                        interrupting: *interrupting,
+                                    });
                                 }
                             }
                         }
@@ -1591,7 +1878,9 @@ impl<'a> Run<'a> {
     fn eval(&self, expr: &Expr, variables: &Variables) -> Result<Json, Failure> {
         match expr {
             Expr::Literal(text) => Ok(Json::String(text.clone())),
-            Expr::Feel(expression) => eval::evaluate(expression, variables, self.now).map_err(Failure::expression),
+            Expr::Feel(expression) => {
+                eval::evaluate(expression, variables, self.now).map_err(Failure::expression)
+            }
         }
     }
 
@@ -1604,9 +1893,18 @@ impl<'a> Run<'a> {
     }
 
     fn incident_then(&mut self, element_instance: Key, kind: IncidentKind, message: String, retry: Retry) {
-        let element = self.state.elements.get(&element_instance).map(|e| e.element.clone()).unwrap_or_default();
+        let element =
+            self.state.elements.get(&element_instance).map(|e| e.element.clone()).unwrap_or_default();
         let incident = self.next_key();
-        self.emit(Event::IncidentRaised { incident, element_instance, element, kind, message, job: None, retry });
+        self.emit(Event::IncidentRaised {
+            incident,
+            element_instance,
+            element,
+            kind,
+            message,
+            job: None,
+            retry,
+        });
     }
 }
 

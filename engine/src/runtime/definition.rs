@@ -132,7 +132,11 @@ impl ProcessDefinition {
                 format!("the file has no process '{process_id}'"),
             )]);
         };
-        let mut compiler = Compiler { definitions, errors: Vec::new(), definition: ProcessDefinition::empty(process, version) };
+        let mut compiler = Compiler {
+            definitions,
+            errors: Vec::new(),
+            definition: ProcessDefinition::empty(process, version),
+        };
         compiler.scope(&process.scope, &process.id);
         compiler.definition.compute_inclusive_upstream();
         if compiler.errors.is_empty() {
@@ -202,7 +206,9 @@ impl ProcessDefinition {
                     }
                 }
                 // A boundary event's token comes from its host activity.
-                if let Some(Event { position: EventPosition::Boundary { attached_to, .. }, .. }) = node.node.as_event() {
+                if let Some(Event { position: EventPosition::Boundary { attached_to, .. }, .. }) =
+                    node.node.as_event()
+                {
                     queue.push_back(attached_to.clone());
                 }
             }
@@ -265,13 +271,29 @@ impl Compiler<'_> {
     fn node(&mut self, node: &FlowNode, scope: &Scope, scope_id: &ElementId) -> Node {
         let zeebe = &node.extensions.zeebe;
         let mut shallow = node.clone();
-        if let FlowNodeKind::Activity(Activity { kind: ActivityKind::SubProcess(sub), .. }) = &mut shallow.kind {
+        if let FlowNodeKind::Activity(Activity { kind: ActivityKind::SubProcess(sub), .. }) =
+            &mut shallow.kind
+        {
             sub.scope = Scope::default();
         }
         let (inputs, outputs) = match &zeebe.io_mapping {
             Some(mapping) => (
-                mapping.inputs.iter().map(|m| CompiledMapping { source: self.expr(&node.id, &m.source), target: m.target.clone() }).collect(),
-                mapping.outputs.iter().map(|m| CompiledMapping { source: self.expr(&node.id, &m.source), target: m.target.clone() }).collect(),
+                mapping
+                    .inputs
+                    .iter()
+                    .map(|m| CompiledMapping {
+                        source: self.expr(&node.id, &m.source),
+                        target: m.target.clone(),
+                    })
+                    .collect(),
+                mapping
+                    .outputs
+                    .iter()
+                    .map(|m| CompiledMapping {
+                        source: self.expr(&node.id, &m.source),
+                        target: m.target.clone(),
+                    })
+                    .collect(),
             ),
             None => (Vec::new(), Vec::new()),
         };
@@ -280,7 +302,10 @@ impl Compiler<'_> {
             retries: self.expr(&node.id, definition.retries.as_deref().unwrap_or("3")),
             headers: zeebe.task_headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
         });
-        let script = zeebe.script.as_ref().map(|script| (self.expr(&node.id, &script.expression), script.result_variable.clone()));
+        let script = zeebe
+            .script
+            .as_ref()
+            .map(|script| (self.expr(&node.id, &script.expression), script.result_variable.clone()));
         let mut compiled = Node {
             node: shallow,
             scope: scope_id.clone(),
@@ -314,7 +339,9 @@ impl Compiler<'_> {
                 return None;
             }
             scope.artifacts.iter().find_map(|artifact| match &artifact.kind {
-                ArtifactKind::Association { source, target, .. } if source == boundary => Some(target.clone()),
+                ArtifactKind::Association { source, target, .. } if source == boundary => {
+                    Some(target.clone())
+                }
                 _ => None,
             })
         });
@@ -324,9 +351,15 @@ impl Compiler<'_> {
                     match &definition.kind {
                         EventDefinitionKind::Timer(timer) => {
                             compiled.timer = match timer {
-                                TimerDefinition::Date(e) => Some(TimerExpr::Date(self.expr(&node.id, &e.text))),
-                                TimerDefinition::Duration(e) => Some(TimerExpr::Duration(self.expr(&node.id, &e.text))),
-                                TimerDefinition::Cycle(e) => Some(TimerExpr::Cycle(self.expr(&node.id, &e.text))),
+                                TimerDefinition::Date(e) => {
+                                    Some(TimerExpr::Date(self.expr(&node.id, &e.text)))
+                                }
+                                TimerDefinition::Duration(e) => {
+                                    Some(TimerExpr::Duration(self.expr(&node.id, &e.text)))
+                                }
+                                TimerDefinition::Cycle(e) => {
+                                    Some(TimerExpr::Cycle(self.expr(&node.id, &e.text)))
+                                }
                                 TimerDefinition::Unspecified => None,
                             }
                         }
@@ -334,11 +367,14 @@ impl Compiler<'_> {
                             compiled.signal = self.definitions.signal(signal).and_then(|s| s.name.clone());
                         }
                         EventDefinitionKind::Error { error_ref: Some(error) } => {
-                            compiled.error_code = self.definitions.error(error).and_then(|e| e.error_code.clone());
+                            compiled.error_code =
+                                self.definitions.error(error).and_then(|e| e.error_code.clone());
                         }
                         EventDefinitionKind::Escalation { escalation_ref: Some(escalation) } => {
-                            compiled.escalation_code =
-                                self.definitions.escalation(escalation).and_then(|e| e.escalation_code.clone());
+                            compiled.escalation_code = self
+                                .definitions
+                                .escalation(escalation)
+                                .and_then(|e| e.escalation_code.clone());
                         }
                         EventDefinitionKind::Link { name } => compiled.link = name.clone(),
                         _ => {}
@@ -349,9 +385,10 @@ impl Compiler<'_> {
                     _ => None,
                 })
             }
-            FlowNodeKind::Activity(Activity { kind: ActivityKind::Task(TaskKind::Receive { message_ref, .. }), .. }) => {
-                message_ref.clone()
-            }
+            FlowNodeKind::Activity(Activity {
+                kind: ActivityKind::Task(TaskKind::Receive { message_ref, .. }),
+                ..
+            }) => message_ref.clone(),
             _ => None,
         };
         if let Some(message) = message_ref.and_then(|id| self.definitions.message(&id)) {

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 
 pub use action::{actions_of, Action};
 pub use decide::decide;
-pub use definition::{CompiledMapping, Expr, Flow, JobSpec, MessageSpec, Node, ProcessDefinition, ScopeDef, TimerExpr};
+pub use definition::{
+    CompiledMapping, Expr, Flow, JobSpec, MessageSpec, Node, ProcessDefinition, ScopeDef, TimerExpr,
+};
 pub use event::{Event, IncidentKind, InstanceKey, Key, Retry, VariableMap, EVENT_FORMAT_VERSION};
 pub use state::{
-    Compensation, ElementInstance, Incident, Instance, InstanceStatus, Job, MessageSubscription, SignalSubscription,
-    Timer, UserTask,
+    Compensation, ElementInstance, Incident, Instance, InstanceStatus, Job, MessageSubscription,
+    SignalSubscription, Timer, UserTask,
 };
 
 use crate::model::ElementId;
@@ -33,27 +35,70 @@ use crate::model::ElementId;
 #[serde(tag = "type")]
 pub enum Command {
     /// Start the instance at `start_event` (default: the process's none start event).
-    Start { variables: VariableMap, business_key: Option<String>, start_event: Option<ElementId> },
+    Start {
+        variables: VariableMap,
+        business_key: Option<String>,
+        start_event: Option<ElementId>,
+    },
     Cancel,
     /// Set variables in scope `scope` (default: the process). `local` sets them on that scope only;
     /// otherwise each variable goes to the nearest scope that has it, or the process scope.
-    SetVariables { scope: Option<Key>, variables: VariableMap, local: bool },
-    CompleteJob { job: Key, variables: VariableMap },
+    SetVariables {
+        scope: Option<Key>,
+        variables: VariableMap,
+        local: bool,
+    },
+    CompleteJob {
+        job: Key,
+        variables: VariableMap,
+    },
     /// A failed attempt: `retries` left (0 raises an incident), retry not before `now + backoff_ms`.
-    FailJob { job: Key, retries: u32, message: String, backoff_ms: Option<u64> },
+    FailJob {
+        job: Key,
+        retries: u32,
+        message: String,
+        backoff_ms: Option<u64>,
+    },
     /// The job's work ended in a business error, caught by BPMN error events with this code.
-    ThrowError { job: Key, error_code: String, message: String },
-    CompleteUserTask { task: Key, variables: VariableMap },
-    CorrelateMessage { name: String, correlation_key: String, variables: VariableMap, message_id: Option<String> },
-    TriggerSignal { name: String, variables: VariableMap },
-    FireTimer { timer: Key },
+    ThrowError {
+        job: Key,
+        error_code: String,
+        message: String,
+    },
+    CompleteUserTask {
+        task: Key,
+        variables: VariableMap,
+    },
+    CorrelateMessage {
+        name: String,
+        correlation_key: String,
+        variables: VariableMap,
+        message_id: Option<String>,
+    },
+    TriggerSignal {
+        name: String,
+        variables: VariableMap,
+    },
+    FireTimer {
+        timer: Key,
+    },
     /// The child instance of call activity `element_instance` completed with `variables`.
-    CompleteCallActivity { element_instance: Key, variables: VariableMap },
+    CompleteCallActivity {
+        element_instance: Key,
+        variables: VariableMap,
+    },
     /// The child instance of call activity `element_instance` ended with an unhandled BPMN error: it is
     /// thrown again from the call activity, where boundary events may catch it.
-    CallActivityFailed { element_instance: Key, error_code: String, message: String },
+    CallActivityFailed {
+        element_instance: Key,
+        error_code: String,
+        message: String,
+    },
     /// Retry the step that raised the incident, after setting `variables` (process scope, propagated).
-    ResolveIncident { incident: Key, variables: VariableMap },
+    ResolveIncident {
+        incident: Key,
+        variables: VariableMap,
+    },
 }
 
 /// Why a command does not apply to the instance in its current state. Never a change.

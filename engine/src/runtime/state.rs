@@ -206,7 +206,9 @@ impl Instance {
                     },
                 );
             }
-            Event::JobCompleted { job, .. } | Event::JobCancelled { job } | Event::JobErrorThrown { job, .. } => {
+            Event::JobCompleted { job, .. }
+            | Event::JobCancelled { job }
+            | Event::JobErrorThrown { job, .. } => {
                 self.jobs.remove(job);
             }
             Event::JobFailed { job, retries, retry_at, .. } => {
