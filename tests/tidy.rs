@@ -65,8 +65,20 @@ fn runtime_core_is_pure() {
     files.push(root.join("timer.rs"));
     assert!(files.len() >= 7, "the runtime core files moved: {files:?}");
     let forbidden = [
-        "tokio", "sled", "SystemTime", "Instant", "Utc::now", "Local::now", "uuid", "rand::", "std::fs",
-        "std::net", "std::thread", "HashMap", "HashSet", "std::env",
+        "tokio",
+        "sled",
+        "SystemTime",
+        "Instant",
+        "Utc::now",
+        "Local::now",
+        "uuid",
+        "rand::",
+        "std::fs",
+        "std::net",
+        "std::thread",
+        "HashMap",
+        "HashSet",
+        "std::env",
     ];
     let mut offences = Vec::new();
     for file in &files {

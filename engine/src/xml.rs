@@ -347,8 +347,11 @@ impl TreeReader<'_> {
                 .at(pos),
             ),
             n if n == MAX_REPORTED_REFERENCES + 1 => self.refusals.push(
-                Diagnostic::error(Code::DtdRefused, "more entity references are refused; only the first ones are listed")
-                    .at(pos),
+                Diagnostic::error(
+                    Code::DtdRefused,
+                    "more entity references are refused; only the first ones are listed",
+                )
+                .at(pos),
             ),
             _ => {}
         }

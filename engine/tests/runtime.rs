@@ -40,7 +40,13 @@ fn scenarios() {
             Err(_) => failures.push(format!("{}: panicked", file.display())),
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 /// Runs one scenario; returns its log or the first failed expectation.
@@ -64,10 +70,12 @@ fn check(scenario: &str) -> Result<String, String> {
     let model = model.ok_or("the scenario names no model")?;
     let bytes = std::fs::read(data_dir().join("models").join(&model)).map_err(|e| format!("{model}: {e}"))?;
     let parsed = govflow_engine::check(&bytes);
-    let definitions = parsed.definitions.ok_or_else(|| format!("{model} does not parse: {:?}", parsed.diagnostics))?;
+    let definitions =
+        parsed.definitions.ok_or_else(|| format!("{model} does not parse: {:?}", parsed.diagnostics))?;
     let process = process.unwrap_or_else(|| definitions.processes[0].id.0.clone());
-    let definition = ProcessDefinition::compile(&definitions, &process, 1)
-        .map_err(|d| format!("{model}: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let definition = ProcessDefinition::compile(&definitions, &process, 1).map_err(|d| {
+        format!("{model}: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    })?;
 
     let mut world = World {
         definition,
@@ -130,12 +138,14 @@ impl World {
                 // fail job ELEMENT retries N [backoff MS] "message"
                 let words: Vec<&str> = rest.split_whitespace().collect();
                 let job = self.job(words.get(1).ok_or("fail job ELEMENT retries N")?)?;
-                let retries = words.get(3).and_then(|n| n.parse().ok()).ok_or("fail job ELEMENT retries N")?;
+                let retries =
+                    words.get(3).and_then(|n| n.parse().ok()).ok_or("fail job ELEMENT retries N")?;
                 let backoff_ms = match words.get(4) {
                     Some(&"backoff") => words.get(5).and_then(|n| n.parse().ok()),
                     _ => None,
                 };
-                let message = rest.split_once('"').map(|(_, m)| m.trim_end_matches('"').to_owned()).unwrap_or_default();
+                let message =
+                    rest.split_once('"').map(|(_, m)| m.trim_end_matches('"').to_owned()).unwrap_or_default();
                 self.send(Command::FailJob { job, retries, message, backoff_ms })
             }
             "throw" if rest.starts_with("error call ") => {
@@ -143,7 +153,11 @@ impl World {
                 let words: Vec<&str> = rest.split_whitespace().collect();
                 let element_instance = self.call(words.get(2).ok_or("throw error call ELEMENT CODE")?)?;
                 let error_code = words.get(3).ok_or("throw error call ELEMENT CODE")?.to_string();
-                self.send(Command::CallActivityFailed { element_instance, error_code, message: "child failed".into() })
+                self.send(Command::CallActivityFailed {
+                    element_instance,
+                    error_code,
+                    message: "child failed".into(),
+                })
             }
             "throw" => {
                 // throw error job ELEMENT CODE
@@ -183,7 +197,10 @@ impl World {
                 self.send(Command::FireTimer { timer: timer.key })
             }
             "resolve" => {
-                let (element, json) = rest.trim_start_matches("incident ").split_once(' ').unwrap_or((rest.trim_start_matches("incident "), ""));
+                let (element, json) = rest
+                    .trim_start_matches("incident ")
+                    .split_once(' ')
+                    .unwrap_or((rest.trim_start_matches("incident "), ""));
                 let incident = self
                     .instance
                     .incidents
@@ -231,7 +248,13 @@ impl World {
     /// Moves the clock to `until`, firing every timer that falls due on the way, in due order.
     fn advance_to(&mut self, until: DateTime<FixedOffset>) -> Result<(), String> {
         loop {
-            let next = self.instance.timers.values().filter(|t| t.due <= until).min_by_key(|t| (t.due, t.key)).cloned();
+            let next = self
+                .instance
+                .timers
+                .values()
+                .filter(|t| t.due <= until)
+                .min_by_key(|t| (t.due, t.key))
+                .cloned();
             let Some(timer) = next else { break };
             self.now = self.now.max(timer.due);
             self.send(Command::FireTimer { timer: timer.key })?;
@@ -302,7 +325,8 @@ impl World {
             "variables" => {
                 let (_, json) = what.split_once(' ').unwrap_or((what, "{}"));
                 let expected = vars(json)?;
-                let root = instance.root.and_then(|root| instance.variables.get(&root)).cloned().unwrap_or_default();
+                let root =
+                    instance.root.and_then(|root| instance.variables.get(&root)).cloned().unwrap_or_default();
                 let wrong: Vec<String> = expected
                     .iter()
                     .filter(|(name, value)| root.get(*name) != Some(value))

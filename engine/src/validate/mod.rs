@@ -710,7 +710,9 @@ impl<'a> Validator<'a> {
             GatewayKind::Exclusive | GatewayKind::Inclusive if outgoing.len() > 1 => {
                 let unconditioned: Vec<String> = outgoing
                     .iter()
-                    .filter(|flow| flow.condition.is_none() && gateway.default_flow.as_ref() != Some(&flow.id))
+                    .filter(|flow| {
+                        flow.condition.is_none() && gateway.default_flow.as_ref() != Some(&flow.id)
+                    })
                     .map(|flow| format!("'{}'", flow.id))
                     .collect();
                 if !unconditioned.is_empty() {
