@@ -51,7 +51,7 @@ pub fn parse_with(bytes: &[u8], limits: Limits) -> Parsed {
         );
         return Parsed { definitions: None, diagnostics };
     }
-    let mut reader = Reader { diagnostics, ids: HashMap::new() };
+    let mut reader = Reader { diagnostics, ids: HashMap::new(), scope_depth: 0 };
     reader.collect_ids(&root);
     let definitions = reader.definitions(&root);
     Parsed { definitions: Some(definitions), diagnostics: reader.diagnostics }
@@ -61,7 +61,13 @@ struct Reader {
     diagnostics: Vec<Diagnostic>,
     /// Every BPMN/DI id seen, with the position of its first use (for BPMN0006).
     ids: HashMap<String, Position>,
+    /// How many sub-processes enclose the scope being read.
+    scope_depth: usize,
 }
+
+/// Deepest accepted nesting of sub-processes. Every stage (reader, validator, compiler, outline) walks
+/// scopes recursively; this bound keeps their stacks small whatever the file (real models nest a few).
+pub const MAX_SCOPE_DEPTH: usize = 32;
 
 /// BPMN elements govflow knows but does not model; kept in `unknown` without a warning.
 const KNOWN_UNMODELLED: &[&str] = &[
@@ -405,6 +411,23 @@ impl Reader {
 
     fn scope(&mut self, node: &Node) -> Scope {
         let mut scope = Scope::default();
+        if self.scope_depth >= MAX_SCOPE_DEPTH {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::TooDeep,
+                    format!("sub-processes are nested more than {MAX_SCOPE_DEPTH} deep; the inner ones are ignored"),
+                )
+                .at(node.pos),
+            );
+            return scope;
+        }
+        self.scope_depth += 1;
+        scope = self.scope_contents(node, scope);
+        self.scope_depth -= 1;
+        scope
+    }
+
+    fn scope_contents(&mut self, node: &Node, mut scope: Scope) -> Scope {
         for child in &node.children {
             if child.ns.as_deref() != Some(BPMN_NS) {
                 // Vendor elements placed directly in a process: kept, not judged.
@@ -420,7 +443,6 @@ impl Reader {
                 | "outgoing"
                 | "standardLoopCharacteristics"
                 | "multiInstanceLoopCharacteristics"
-                | "property"
                 | "dataInputAssociation"
                 | "dataOutputAssociation"
                 | "completionCondition"
@@ -450,7 +472,7 @@ impl Reader {
                     }
                 }
                 "laneSet" => scope.lane_sets.push(self.lane_set(child)),
-                "dataObject" | "dataObjectReference" | "dataStoreReference" => {
+                "dataObject" | "dataObjectReference" | "dataStoreReference" | "property" => {
                     if let Some(data) = self.data_element(child) {
                         scope.data.push(data);
                     }
@@ -685,6 +707,7 @@ impl Reader {
                                         Code::InvalidAttribute,
                                         format!("'loopMaximum' must be a whole number, not '{text}'"),
                                     )
+                                    .on(&ElementId::from(node.attr("id").unwrap_or_default()))
                                     .at(child.pos),
                                 );
                                 None
@@ -1007,9 +1030,25 @@ impl Reader {
         }
     }
 
+    /// A diagram boolean: a bad value is a warning (diagrams never affect execution).
     fn optional_bool(&mut self, node: &Node, name: &str) -> Option<bool> {
-        node.attr(name)?;
-        Some(self.bool_attr(node, name, false))
+        match node.attr(name)?.trim() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            other => {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        Code::InvalidAttribute,
+                        format!(
+                            "diagram attribute '{name}' of <{}> must be true or false, not '{other}'",
+                            node.qname
+                        ),
+                    )
+                    .at(node.pos),
+                );
+                None
+            }
+        }
     }
 }
 

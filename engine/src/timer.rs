@@ -442,6 +442,10 @@ fn parse_offset(text: &str) -> Option<FixedOffset> {
         ("-", digits) => (-1, digits),
         _ => return None,
     };
+    // Byte arithmetic below is only sound on ASCII (a multibyte character must not be split).
+    if !digits.is_ascii() {
+        return None;
+    }
     let (hours, minutes) = match (digits.len(), digits.split_once(':')) {
         (_, Some((hours, minutes))) => (hours, minutes),
         (4, None) => digits.split_at(2),
@@ -846,6 +850,12 @@ mod tests {
             }
         }
         due_times
+    }
+
+    #[test]
+    fn multibyte_offsets_are_errors_not_panics() {
+        assert!(parse_date_time("2027-01-01T09:00:00+\u{20ac}1").is_err());
+        assert!(parse_date_time("2027-01-01T09:00:00+\u{e9}\u{e9}").is_err());
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub mod eval;
 /// Deepest bracket nesting accepted before handing an expression to the parser (guards its recursion).
 const MAX_NESTING: usize = 64;
 /// Longest accepted expression, in bytes.
-const MAX_LENGTH: usize = 64 * 1024;
+const MAX_LENGTH: usize = 16 * 1024;
+/// Most tokens (names, literals, operators) in one expression: the parser, the evaluator and dropping the
+/// AST all recurse over it, so its size is bounded for every stack.
+const MAX_TOKENS: usize = 1000;
+/// Longest path (`a.b.c...`): dsntk parses long paths very slowly.
+const MAX_PATH_SEGMENTS: usize = 16;
 
 /// A text attribute of the Zeebe dialect: FEEL (`=...`, the `=` removed) or a literal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,19 @@ pub fn parse_expression(source: &str) -> Result<FeelExpression, FeelError> {
     if nesting(source) > MAX_NESTING {
         return Err(error(format!("brackets are nested more than {MAX_NESTING} deep")));
     }
+    let (n_tokens, longest_path) = shape(source);
+    if n_tokens > MAX_TOKENS {
+        return Err(error(format!(
+            "the expression has more than {MAX_TOKENS} terms; split it into several steps"
+        )));
+    }
+    if longest_path > MAX_PATH_SEGMENTS {
+        return Err(error(format!("a path has more than {MAX_PATH_SEGMENTS} segments")));
+    }
+    if words(source).any(|word| word == "function") {
+        // User-defined functions allow unbounded recursion in the evaluator.
+        return Err(error("function definitions are not allowed in govflow expressions".to_owned()));
+    }
     if words(source).any(|word| word == "external") {
         // dsntk can call out to Java/PMML services from `function() external {...}`: never from a file.
         return Err(error("external functions are not allowed in govflow expressions".to_owned()));
@@ -74,6 +92,11 @@ pub fn parse_expression(source: &str) -> Result<FeelExpression, FeelError> {
     let parsed =
         catch_unwind(AssertUnwindSafe(|| dsntk_feel_parser::parse_expression(&scope, source, false)));
     match parsed {
+        // Evaluation recurses over the tree; refuse at deploy time what evaluation would refuse at run time.
+        Ok(Ok(ast)) if eval::deeper_than(&ast, eval::MAX_AST_DEPTH) => Err(error(format!(
+            "the expression is nested more than {} levels deep; split it into several steps",
+            eval::MAX_AST_DEPTH
+        ))),
         Ok(Ok(ast)) => Ok(FeelExpression { source: source.to_owned(), ast }),
         Ok(Err(parse_error)) => Err(error(clean_message(&parse_error.to_string()))),
         Err(_) => Err(error("the FEEL parser failed on this expression".to_owned())),
@@ -176,15 +199,71 @@ const MULTI_WORD_BUILTINS: &[&str] = &[
 /// The identifier-like words of `source` outside string literals.
 fn words(source: &str) -> impl Iterator<Item = &str> {
     let mut in_string = false;
+    let mut escaped = false;
     source
         .split(move |ch: char| {
-            if ch == '"' {
-                in_string = !in_string;
+            if in_string {
+                match (escaped, ch) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
                 return true;
             }
-            in_string || !(ch.is_alphanumeric() || ch == '_' || ch == '$')
+            if ch == '"' {
+                in_string = true;
+                return true;
+            }
+            !(ch.is_alphanumeric() || ch == '_' || ch == '$')
         })
         .filter(|word| !word.is_empty())
+}
+
+/// (number of tokens, longest dotted path) of `source`, outside string literals.
+fn shape(source: &str) -> (usize, usize) {
+    let mut n_tokens = 0usize;
+    let mut path = 0usize;
+    let mut longest = 0usize;
+    let mut in_word = false;
+    let mut in_string = false;
+    let mut escaped = false;
+    for ch in source.chars() {
+        if in_string {
+            match (escaped, ch) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        let word_char = ch.is_alphanumeric() || ch == '_' || ch == '$';
+        if word_char {
+            if !in_word {
+                n_tokens += 1;
+                path = if path > 0 { path } else { 1 };
+            }
+            in_word = true;
+            continue;
+        }
+        in_word = false;
+        match ch {
+            '.' => path += 1,
+            '"' => {
+                in_string = true;
+                n_tokens += 1;
+                path = 0;
+            }
+            c if c.is_whitespace() => {}
+            _ => {
+                n_tokens += 1;
+                path = 0;
+            }
+        }
+        longest = longest.max(path);
+    }
+    (n_tokens, longest.max(path))
 }
 
 fn scope_for(source: &str) -> FeelScope {
@@ -249,8 +328,21 @@ mod tests {
     #[test]
     fn refuses_external_functions_but_not_the_word_in_strings() {
         let error = parse_expression("function(x) external {java: {class: \"A\", method signature: \"m\"}}");
-        assert!(error.unwrap_err().message.contains("external functions are not allowed"));
+        assert!(error.unwrap_err().message.contains("are not allowed"));
         assert!(parse_expression("note = \"external\"").is_ok());
+    }
+
+    #[test]
+    fn bounds_the_size_of_expressions() {
+        let long = vec!["1"; 1200].join(" + ");
+        assert!(parse_expression(&long).unwrap_err().message.contains("terms"));
+        let path = format!("x{}", ".a".repeat(40));
+        assert!(parse_expression(&path).unwrap_err().message.contains("segments"));
+        assert!(parse_expression("applicant.address.city = \"Nairobi\"").is_ok());
+        assert!(parse_expression("1.5 + 2.25").is_ok());
+        let error = parse_expression("{f: function(n) f(n)}").unwrap_err();
+        assert!(error.message.contains("function definitions"), "{error}");
+        assert!(parse_expression("note = \"a \\\" function\"").is_ok());
     }
 
     #[test]

@@ -1760,63 +1760,77 @@ impl<'a> Run<'a> {
     }
 
     fn find_catcher(&self, from: Key, code: &str, kind: CatchKind) -> Option<Catcher> {
-        let matches = |node: &Node| -> bool {
-            let Some(event) = node.node.as_event() else { return false };
-            match (kind, event.definition()) {
-                (CatchKind::Error, Some(EventDefinitionKind::Error { .. })) => {
-                    node.error_code.as_deref().is_none_or(|c| c == code)
-                }
+        let fit = |node: &Node| -> Option<Fit> {
+            let event = node.node.as_event()?;
+            let catch_code = match (kind, event.definition()) {
+                (CatchKind::Error, Some(EventDefinitionKind::Error { .. })) => node.error_code.as_deref(),
                 (CatchKind::Escalation, Some(EventDefinitionKind::Escalation { .. })) => {
-                    node.escalation_code.as_deref().is_none_or(|c| c == code)
+                    node.escalation_code.as_deref()
                 }
-                _ => false,
+                _ => return None,
+            };
+            match catch_code {
+                None => Some(Fit::CatchAll),
+                Some(catch_code) if catch_code == code => Some(Fit::Code),
+                Some(_) => None,
             }
         };
         let mut current = Some(from);
         while let Some(key) = current {
             let instance = self.state.elements.get(&key)?;
             let node = self.node(&instance.element);
-            // Event sub-processes of this scope (the process or a sub-process instance).
+            // At each level, the best fit in document order: event sub-processes of this scope first (the
+            // process or a sub-process instance), then boundary events of this activity (for a loop: on
+            // its body, not on each iteration).
+            let mut best: Option<(Fit, Catcher)> = None;
             let scope_id = if Some(key) == self.state.root {
                 Some(self.definition.root_id())
             } else {
                 node.map(|n| n.node.id.clone())
             };
-            if let Some(scope_def) = scope_id.as_ref().and_then(|id| self.definition.scope(id)) {
+            if let Some(scope_def) =
+                scope_id.as_ref().and_then(|id| self.definition.scope(id)).filter(|_| key != from)
+            {
                 for subprocess in &scope_def.event_subprocesses {
-                    let starts =
-                        self.definition.scope(subprocess).map(|s| s.nodes.clone()).unwrap_or_default();
-                    for start in starts {
-                        if let Some(start_node) = self.node(&start) {
-                            if let Some(BpmnEvent {
-                                position: EventPosition::Start { interrupting }, ..
-                            }) = start_node.node.as_event()
-                            {
-                                if matches(start_node) && key != from {
-                                    return Some(Catcher {
-                                        owner: key,
-                                        element: start.clone(),
-                                        interrupting: *interrupting,
-                                    });
-                                }
-                            }
+                    for start in
+                        self.definition.scope(subprocess).map(|s| s.nodes.clone()).unwrap_or_default()
+                    {
+                        let Some(start_node) = self.node(&start) else { continue };
+                        let Some(BpmnEvent { position: EventPosition::Start { interrupting }, .. }) =
+                            start_node.node.as_event()
+                        else {
+                            continue;
+                        };
+                        if let Some(fit) = fit(start_node) {
+                            consider(
+                                &mut best,
+                                fit,
+                                Catcher { owner: key, element: start.clone(), interrupting: *interrupting },
+                            );
                         }
                     }
                 }
             }
-            // Boundary events on this activity (for a loop: on its body, not on each iteration).
-            if let Some(node) = node.filter(|_| !self.is_iteration(key)) {
-                for boundary in &node.boundaries {
-                    if let Some(boundary_node) = self.node(boundary) {
-                        if matches(boundary_node) {
+            if best.is_none() {
+                if let Some(node) = node.filter(|_| !self.is_iteration(key)) {
+                    for boundary in &node.boundaries {
+                        let Some(boundary_node) = self.node(boundary) else { continue };
+                        if let Some(fit) = fit(boundary_node) {
                             let interrupting = matches!(
                                 boundary_node.node.as_event().map(|e| &e.position),
                                 Some(EventPosition::Boundary { cancel_activity: true, .. })
                             );
-                            return Some(Catcher { owner: key, element: boundary.clone(), interrupting });
+                            consider(
+                                &mut best,
+                                fit,
+                                Catcher { owner: key, element: boundary.clone(), interrupting },
+                            );
                         }
                     }
                 }
+            }
+            if let Some((_, catcher)) = best {
+                return Some(catcher);
             }
             current = instance.scope;
         }
@@ -1918,6 +1932,20 @@ struct Catcher {
     owner: Key,
     element: ElementId,
     interrupting: bool,
+}
+
+/// How well a catch event matches a thrown code: by its code (preferred, as in Zeebe), or as a catch-all.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Fit {
+    CatchAll,
+    Code,
+}
+
+/// Keeps the better-fitting catcher; on a tie the first in document order.
+fn consider(best: &mut Option<(Fit, Catcher)>, fit: Fit, catcher: Catcher) {
+    if best.as_ref().is_none_or(|(best_fit, _)| fit > *best_fit) {
+        *best = Some((fit, catcher));
+    }
 }
 
 /// How a trigger fired (a timer carries its repetition count for cycles).

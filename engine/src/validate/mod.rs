@@ -184,7 +184,8 @@ enum ScopeKind {
     Process,
     Embedded,
     EventSubProcess,
-    Other,
+    AdHoc,
+    Transaction,
 }
 
 impl<'a> Validator<'a> {
@@ -316,10 +317,14 @@ impl<'a> Validator<'a> {
                     Some(ActivityKind::SubProcess(SubProcess { kind: SubProcessKind::Event, .. })) => {
                         ScopeKind::EventSubProcess
                     }
-                    Some(ActivityKind::SubProcess(SubProcess { kind: SubProcessKind::Embedded, .. })) => {
-                        ScopeKind::Embedded
-                    }
-                    _ => ScopeKind::Other,
+                    Some(ActivityKind::SubProcess(SubProcess {
+                        kind: SubProcessKind::AdHoc { .. }, ..
+                    })) => ScopeKind::AdHoc,
+                    Some(ActivityKind::SubProcess(SubProcess {
+                        kind: SubProcessKind::Transaction { .. },
+                        ..
+                    })) => ScopeKind::Transaction,
+                    _ => ScopeKind::Embedded,
                 };
                 self.scope(process, inner, inner_kind);
             }
@@ -353,9 +358,8 @@ impl<'a> Validator<'a> {
             }
         }
 
-        let is_ad_hoc = scope_kind == ScopeKind::Other
-            && scope.flow_nodes.iter().all(|node| node.incoming.is_empty())
-            && scope.sequence_flows.is_empty();
+        let is_ad_hoc = scope_kind == ScopeKind::AdHoc;
+        self.links(scope);
         let graph = structure::ScopeGraph::new(scope);
         if !is_ad_hoc {
             for node in graph.unreachable() {
@@ -374,6 +378,39 @@ impl<'a> Validator<'a> {
             }
         }
         self.diagnostics.extend(graph.structural_warnings());
+    }
+
+    /// Every link throw event needs a link catch event of the same name in its scope.
+    fn links(&mut self, scope: &Scope) {
+        let link_name = |node: &FlowNode, catch: bool| -> Option<String> {
+            let event = node.as_event()?;
+            let position_fits = match event.position {
+                EventPosition::IntermediateCatch => catch,
+                EventPosition::IntermediateThrow => !catch,
+                _ => false,
+            };
+            match event.definition() {
+                Some(EventDefinitionKind::Link { name }) if position_fits => name.clone(),
+                _ => None,
+            }
+        };
+        let catches: Vec<String> = scope.flow_nodes.iter().filter_map(|node| link_name(node, true)).collect();
+        for node in &scope.flow_nodes {
+            let Some(name) = link_name(node, false) else { continue };
+            if !catches.contains(&name) {
+                self.push(
+                    Diagnostic::error(
+                        Code::DanglingReference,
+                        format!(
+                            "link throw event '{}' jumps to link '{name}', but no link catch event of that name is in its scope",
+                            node.id
+                        ),
+                    )
+                    .on(&node.id)
+                    .at(node.pos),
+                );
+            }
+        }
     }
 
     fn artifacts(&mut self, artifacts: &[Artifact]) {
@@ -611,7 +648,10 @@ impl<'a> Validator<'a> {
             }
         }
 
-        if outgoing.is_empty() && needs_outgoing(node) {
+        // Flows with a dangling target still leave the node (BPMN0007 reports the target).
+        let declares_outgoing = scope.sequence_flows.iter().any(|flow| flow.source == node.id);
+        if !declares_outgoing && outgoing.is_empty() && scope_kind != ScopeKind::AdHoc && needs_outgoing(node)
+        {
             self.push(
                 Diagnostic::warning(
                     Code::NoOutgoing,
@@ -648,7 +688,27 @@ impl<'a> Validator<'a> {
                 }
                 _ => {}
             }
-            if let Some(reason) = misplaced_definition(&event.position, &definition.kind, scope_kind) {
+            let misplaced = misplaced_definition(&event.position, &definition.kind, scope_kind).or(
+                match (&event.position, &definition.kind) {
+                    (EventPosition::Start { interrupting: false }, EventDefinitionKind::Error { .. }) => {
+                        Some("an error start event always interrupts (isInterrupting must be true)")
+                    }
+                    (
+                        EventPosition::Boundary { cancel_activity: false, .. },
+                        EventDefinitionKind::Error { .. } | EventDefinitionKind::Cancel,
+                    ) => Some(
+                        "error and cancel boundary events always interrupt (cancelActivity must be true)",
+                    ),
+                    (EventPosition::End | EventPosition::Boundary { .. }, EventDefinitionKind::Cancel)
+                        if scope_kind != ScopeKind::Transaction
+                            && !matches!(event.position, EventPosition::Boundary { .. }) =>
+                    {
+                        Some("cancel end events belong inside a transaction sub-process")
+                    }
+                    _ => None,
+                },
+            );
+            if let Some(reason) = misplaced {
                 self.push(
                     Diagnostic::error(
                         Code::InvalidEventDefinition,
@@ -1119,11 +1179,10 @@ impl<'a> Validator<'a> {
             _ => timer::Cycle::parse(text).map(|_| ()),
         };
         if let Err(error) = result {
-            self.push(
-                Diagnostic::error(Code::InvalidTimer, format!("{what}: {error}"))
-                    .on(&node.id)
-                    .at(expression.pos),
-            );
+            // The timer error names the text; say which field only when it does not.
+            let message = error.to_string();
+            let message = if message.contains(what) { message } else { format!("{what}: {message}") };
+            self.push(Diagnostic::error(Code::InvalidTimer, message).on(&node.id).at(expression.pos));
         }
     }
 

@@ -16,8 +16,8 @@ use petgraph::Direction;
 
 use crate::diagnostics::{Code, Diagnostic};
 use crate::model::{
-    Activity, ActivityKind, EventDefinitionKind, EventPosition, FlowNode, FlowNodeKind, GatewayKind, Scope,
-    SubProcess, SubProcessKind,
+    Activity, ActivityKind, EventDefinitionKind, EventPosition, FlowNode, FlowNodeKind, Gateway, GatewayKind,
+    Scope, SubProcess, SubProcessKind, TaskKind,
 };
 
 pub(super) struct ScopeGraph<'a> {
@@ -33,8 +33,11 @@ impl<'a> ScopeGraph<'a> {
         let mut graph = DiGraph::with_capacity(nodes.len() + 1, scope.sequence_flows.len() + 1);
         let indices: Vec<NodeIndex> = (0..nodes.len()).map(|i| graph.add_node(Some(i))).collect();
         let root = graph.add_node(None);
-        let by_id: HashMap<&str, NodeIndex> =
-            nodes.iter().zip(&indices).map(|(node, index)| (node.id.as_str(), *index)).collect();
+        // First occurrence wins for duplicate ids (BPMN0006 reports the duplicate).
+        let mut by_id: HashMap<&str, NodeIndex> = HashMap::new();
+        for (node, index) in nodes.iter().zip(&indices) {
+            by_id.entry(node.id.as_str()).or_insert(*index);
+        }
 
         for flow in &scope.sequence_flows {
             if let (Some(source), Some(target)) =
@@ -230,12 +233,20 @@ fn is_start(node: &FlowNode) -> bool {
 /// Activities entered by something other than a sequence flow: event sub-processes and compensation
 /// handlers.
 fn is_entry_without_flow(node: &FlowNode) -> bool {
-    matches!(
+    let instantiates = matches!(
         &node.kind,
-        FlowNodeKind::Activity(Activity { is_for_compensation: true, .. })
-            | FlowNodeKind::Activity(Activity {
-                kind: ActivityKind::SubProcess(SubProcess { kind: SubProcessKind::Event, .. }),
-                ..
-            })
-    )
+        FlowNodeKind::Activity(Activity {
+            kind: ActivityKind::Task(TaskKind::Receive { instantiate: true, .. }),
+            ..
+        }) | FlowNodeKind::Gateway(Gateway { kind: GatewayKind::EventBased { instantiate: true, .. }, .. })
+    );
+    instantiates
+        || matches!(
+            &node.kind,
+            FlowNodeKind::Activity(Activity { is_for_compensation: true, .. })
+                | FlowNodeKind::Activity(Activity {
+                    kind: ActivityKind::SubProcess(SubProcess { kind: SubProcessKind::Event, .. }),
+                    ..
+                })
+        )
 }
