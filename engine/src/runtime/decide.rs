@@ -328,7 +328,24 @@ impl<'a> Run<'a> {
                             self.create_job(job.element_instance, &job.element);
                         }
                     }
-                    Retry::Run => self.queue.push_back(Step::Run { key: incident_state.element_instance }),
+                    Retry::Run => {
+                        // Whatever the failed run had opened is closed first, so the retry opens it once.
+                        self.close_triggers(incident_state.element_instance);
+                        self.queue.push_back(Step::Run { key: incident_state.element_instance })
+                    }
+                    Retry::Outputs => self.queue.push_back(Step::Complete {
+                        key: incident_state.element_instance,
+                        result: VariableMap::new(),
+                    }),
+                    Retry::ContinueLoop => {
+                        let body = incident_state.element_instance;
+                        if let Some(node) = self.state.elements.get(&body).and_then(|e| self.node(&e.element))
+                        {
+                            if let Err(failure) = self.continue_loop(body, node) {
+                                self.incident_then(body, failure.kind, failure.message, Retry::ContinueLoop);
+                            }
+                        }
+                    }
                     Retry::Finish => {
                         self.queue.push_back(Step::Finish { key: incident_state.element_instance })
                     }
@@ -1033,6 +1050,46 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Closes the triggers of event sub-process start events opened for scope instance `scope`.
+    fn close_event_subprocess_triggers(&mut self, scope: Key) {
+        let is_start = |run: &Self, element: &ElementId| {
+            matches!(
+                run.node(element).and_then(|n| n.node.as_event()).map(|e| &e.position),
+                Some(EventPosition::Start { .. })
+            )
+        };
+        let timers: Vec<Key> = self
+            .state
+            .timers
+            .values()
+            .filter(|t| t.element_instance == scope && is_start(self, &t.element))
+            .map(|t| t.key)
+            .collect();
+        for timer in timers {
+            self.emit(Event::TimerCancelled { timer });
+        }
+        let messages: Vec<Key> = self
+            .state
+            .message_subscriptions
+            .values()
+            .filter(|s| s.element_instance == scope && is_start(self, &s.element))
+            .map(|s| s.key)
+            .collect();
+        for subscription in messages {
+            self.emit(Event::MessageSubscriptionClosed { subscription });
+        }
+        let signals: Vec<Key> = self
+            .state
+            .signal_subscriptions
+            .values()
+            .filter(|s| s.element_instance == scope && is_start(self, &s.element))
+            .map(|s| s.key)
+            .collect();
+        for subscription in signals {
+            self.emit(Event::SignalSubscriptionClosed { subscription });
+        }
+    }
+
     fn due(&self, owner: Key, timer: &TimerExpr, fired: u32) -> Result<DateTime<FixedOffset>, Failure> {
         let visible = self.visible(owner);
         let text = |expr: &Expr| -> Result<String, Failure> {
@@ -1123,7 +1180,11 @@ impl<'a> Run<'a> {
                     for child in self.state.children(owner).map(|c| c.key).collect::<Vec<_>>() {
                         self.terminate(child);
                     }
-                    self.close_triggers(owner);
+                    if self.state.joins.contains_key(&owner) {
+                        self.emit(Event::JoinsDiscarded { scope: owner });
+                    }
+                    // The scope's other event sub-process triggers end; its own boundary events stay.
+                    self.close_event_subprocess_triggers(owner);
                 } else {
                     self.spend_or_repeat(owner, node, &how);
                 }
@@ -1367,6 +1428,15 @@ impl<'a> Run<'a> {
                     .unwrap_or(Json::Null);
                 locals.insert(element, item);
             }
+            // As in Zeebe, an output element naming a variable (`=verdict`) starts as a null local of each
+            // iteration, so results land there and never in the process's own variable of that name.
+            if let Some(output) = multi.zeebe.as_ref().and_then(|z| z.output_element.as_deref()) {
+                let name = output.trim_start().trim_start_matches('=').trim();
+                let is_name = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+                if is_name && !locals.contains_key(name) {
+                    locals.insert(name.to_owned(), Json::Null);
+                }
+            }
             self.bump(body, "numberOfActiveInstances", 1);
         }
         self.set_local(key, locals);
@@ -1390,10 +1460,11 @@ impl<'a> Run<'a> {
         self.set_local(body, VariableMap::from([(name.to_owned(), Json::from(value))]));
     }
 
-    /// One iteration finished (its outputs already applied): collect its output element, then start the
-    /// next iteration, or complete the body when all are done or the completion condition holds.
-    fn iteration_done(&mut self, key: Key, node: &Node, body: Key) -> Result<(), Failure> {
-        let Some(activity) = node.node.as_activity() else { return Ok(()) };
+    /// One iteration finished (its outputs already applied): collect its output element and end it, then
+    /// continue the loop. A failing output element leaves the iteration active with an incident that
+    /// re-applies its outputs; a failing condition leaves the body with one that continues the loop.
+    fn iteration_done(&mut self, key: Key, node: &Node, body: Key) {
+        let Some(activity) = node.node.as_activity() else { return };
         let loop_counter = self
             .state
             .variables
@@ -1403,12 +1474,25 @@ impl<'a> Run<'a> {
             .unwrap_or(1);
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
+                let zeebe = multi.zeebe.as_ref();
                 if let (Some(collection), Some(element)) = (
-                    multi.zeebe.as_ref().and_then(|z| z.output_collection.clone()),
-                    multi.zeebe.as_ref().and_then(|z| z.output_element.clone()),
+                    zeebe.and_then(|z| z.output_collection.clone()),
+                    zeebe.and_then(|z| z.output_element.clone()),
                 ) {
-                    let value = self
-                        .eval(&Expr::compile(&element).map_err(Failure::expression)?, &self.visible(key))?;
+                    let value = Expr::compile(&element)
+                        .map_err(Failure::expression)
+                        .and_then(|expression| self.eval(&expression, &self.visible(key)));
+                    let value = match value {
+                        Ok(value) => value,
+                        Err(failure) => {
+                            return self.incident_then(
+                                key,
+                                failure.kind,
+                                format!("outputElement: {}", failure.message),
+                                Retry::Outputs,
+                            )
+                        }
+                    };
                     let mut items = self.body_var(body, &collection).unwrap_or_default();
                     let index = usize::try_from(loop_counter.saturating_sub(1)).unwrap_or(0);
                     if index < items.len() {
@@ -1418,21 +1502,49 @@ impl<'a> Run<'a> {
                 }
                 self.close_triggers(key);
                 self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
-                self.bump(body, "numberOfActiveInstances", -1);
-                self.bump(body, "numberOfCompletedInstances", 1);
+                let active = self.counter(body, "numberOfActiveInstances") - 1;
+                let completed = self.counter(body, "numberOfCompletedInstances") + 1;
+                self.set_local(
+                    body,
+                    VariableMap::from([
+                        ("numberOfActiveInstances".to_owned(), Json::from(active)),
+                        ("numberOfCompletedInstances".to_owned(), Json::from(completed)),
+                    ]),
+                );
+            }
+            Some(LoopCharacteristics::Standard(_)) => {
+                self.close_triggers(key);
+                self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
+                let done = self.counter(body, "loopCounter") + 1;
+                self.set_local(body, VariableMap::from([("loopCounter".to_owned(), Json::from(done))]));
+            }
+            None => return,
+        }
+        if let Err(failure) = self.continue_loop(body, node) {
+            self.incident_then(body, failure.kind, failure.message, Retry::ContinueLoop);
+        }
+    }
+
+    /// After an iteration ended: complete the body when all are done or the condition says so, else start
+    /// the next iteration (sequential multi-instance, standard loop).
+    fn continue_loop(&mut self, body: Key, node: &Node) -> Result<(), Failure> {
+        let Some(activity) = node.node.as_activity() else { return Ok(()) };
+        match &activity.loop_characteristics {
+            Some(LoopCharacteristics::MultiInstance(multi)) => {
                 let total = self.counter(body, "numberOfInstances");
                 let completed = self.counter(body, "numberOfCompletedInstances");
                 let condition_met = match &multi.completion_condition {
-                    Some(condition) => {
-                        let expression = Expr::compile(&condition.text).map_err(Failure::expression)?;
-                        let Expr::Feel(expression) = expression else { return Ok(()) };
-                        eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
-                            |error| Failure {
-                                kind: IncidentKind::ExpressionFailed,
-                                message: format!("completionCondition: {error}"),
-                            },
-                        )?
-                    }
+                    Some(condition) => match Expr::compile(&condition.text).map_err(Failure::expression)? {
+                        Expr::Feel(expression) => {
+                            eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
+                                |error| Failure {
+                                    kind: IncidentKind::ExpressionFailed,
+                                    message: format!("completionCondition: {error}"),
+                                },
+                            )?
+                        }
+                        Expr::Literal(_) => false,
+                    },
                     None => false,
                 };
                 if condition_met || completed >= total {
@@ -1441,15 +1553,13 @@ impl<'a> Run<'a> {
                     }
                     return self.body_done(body, node);
                 }
-                if multi.is_sequential {
+                let running = self.state.children(body).next().is_some();
+                if multi.is_sequential && !running {
                     self.start_iteration(body, node, usize::try_from(completed).unwrap_or(0))?;
                 }
             }
             Some(LoopCharacteristics::Standard(standard)) => {
-                self.close_triggers(key);
-                self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
-                let done = u64::try_from(self.counter(body, "loopCounter")).unwrap_or(0) + 1;
-                self.set_local(body, VariableMap::from([("loopCounter".to_owned(), Json::from(done))]));
+                let done = u64::try_from(self.counter(body, "loopCounter")).unwrap_or(0);
                 let under_maximum = standard.loop_maximum.is_none_or(|max| done < max);
                 if under_maximum && self.loop_condition(body, standard)? {
                     self.start_iteration(body, node, usize::try_from(done).unwrap_or(0))?;
@@ -1496,13 +1606,11 @@ impl<'a> Run<'a> {
         let Some(node) = self.node(&instance.element) else { return };
         let scope = instance.scope.unwrap_or(key);
         if let Err(failure) = self.apply_outputs(key, node, scope, result) {
-            self.incident(key, failure.kind, failure.message);
+            self.incident_then(key, failure.kind, failure.message, Retry::Outputs);
             return;
         }
         if self.is_iteration(key) {
-            if let Err(failure) = self.iteration_done(key, node, scope) {
-                self.incident(scope, failure.kind, failure.message);
-            }
+            self.iteration_done(key, node, scope);
             return;
         }
         self.finish_evaluating_flows(key);
@@ -1541,16 +1649,29 @@ impl<'a> Run<'a> {
         result: VariableMap,
     ) -> Result<(), Failure> {
         if node.outputs.is_empty() {
+            // Zeebe's propagation starts at the element's own scope: a local of the same name (from an
+            // input mapping) takes the value; everything else travels outward.
             if !result.is_empty() {
-                self.propagate(scope, result);
+                self.propagate(key, result);
             }
             return Ok(());
         }
-        let mut visible = self.visible(key);
-        visible.extend(result);
+        // With output mappings the result becomes the element's local variables (kept for a retry), and
+        // only the mapped values leave.
+        if !result.is_empty() {
+            self.set_local(key, result);
+        }
+        let visible = self.visible(key);
         let mut outputs = VariableMap::new();
         for mapping in &node.outputs {
             let value = self.eval(&mapping.source, &visible)?;
+            let top = mapping.target.split('.').next().unwrap_or(&mapping.target).to_owned();
+            if mapping.target.contains('.') && !outputs.contains_key(&top) {
+                // A nested target updates the existing variable (from the flow scope outward).
+                if let Some(existing) = self.visible(scope).get(&top) {
+                    outputs.insert(top.clone(), existing.clone());
+                }
+            }
             set_path(&mut outputs, &mapping.target, value);
         }
         self.propagate(scope, outputs);
@@ -1690,9 +1811,7 @@ impl<'a> Run<'a> {
             self.emit(Event::ElementCompleted { key: scope, element: instance.element.clone() });
             self.queue.push_back(Step::CheckScope { scope: parent });
         } else if self.is_iteration(scope) {
-            if let Err(failure) = self.iteration_done(scope, node, parent) {
-                self.incident(parent, failure.kind, failure.message);
-            }
+            self.iteration_done(scope, node, parent);
         } else {
             self.finish_evaluating_flows(scope);
         }

@@ -66,6 +66,10 @@ pub enum Retry {
     Job,
     /// Choose the element's outgoing flows again and leave it.
     Finish,
+    /// Apply the element's output mappings again (the job's result is kept as its local variables).
+    Outputs,
+    /// Evaluate a loop's completion / loop condition again and continue the loop.
+    ContinueLoop,
 }
 
 /// What happened, with everything an auditor needs to understand the step.
@@ -215,6 +219,11 @@ pub enum Event {
         scope: Key,
         flow: ElementId,
     },
+    /// Tokens waiting at joining gateways of `scope` were discarded (an interrupting event or a terminate
+    /// end event ended everything in the scope).
+    JoinsDiscarded {
+        scope: Key,
+    },
     /// A joining gateway consumed one token per satisfied incoming flow.
     JoinConsumed {
         gateway: ElementId,
@@ -303,6 +312,7 @@ impl Event {
             Event::SignalBroadcast { .. } => "SignalBroadcast",
             Event::JoinArrived { .. } => "JoinArrived",
             Event::JoinConsumed { .. } => "JoinConsumed",
+            Event::JoinsDiscarded { .. } => "JoinsDiscarded",
             Event::ErrorThrown { .. } => "ErrorThrown",
             Event::EscalationThrown { .. } => "EscalationThrown",
             Event::IncidentRaised { .. } => "IncidentRaised",

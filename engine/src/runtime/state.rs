@@ -305,6 +305,9 @@ impl Instance {
                     .entry(flow.clone())
                     .or_default() += 1;
             }
+            Event::JoinsDiscarded { scope } => {
+                self.joins.remove(scope);
+            }
             Event::JoinConsumed { gateway, scope, flows } => {
                 if let Some(gateways) = self.joins.get_mut(scope) {
                     if let Some(arrivals) = gateways.get_mut(gateway) {
