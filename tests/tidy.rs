@@ -95,3 +95,33 @@ fn runtime_core_is_pure() {
     }
     assert!(offences.is_empty(), "the runtime core must stay pure:\n{}", offences.join("\n"));
 }
+
+/// docs/bpmn-coverage.md names the scenario behind every executed element: each name must exist, so the
+/// page cannot claim coverage that is not there.
+#[test]
+fn coverage_page_names_only_existing_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/bpmn-coverage.md")).unwrap();
+    let scenarios: Vec<String> = std::fs::read_dir(root.join("engine/test_data/runtime/scenarios"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|name| name.strip_suffix(".scenario").map(str::to_owned))
+        .collect();
+    let mut n_checked = 0;
+    for (i, token) in page.split('`').enumerate() {
+        // Odd pieces are inside backticks; scenario names are lowercase words joined by dashes.
+        let looks_like_scenario = i % 2 == 1
+            && token.contains('-')
+            && token.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '*');
+        if !looks_like_scenario {
+            continue;
+        }
+        n_checked += 1;
+        let exists = match token.strip_suffix('*') {
+            Some(prefix) => scenarios.iter().any(|name| name.starts_with(prefix)),
+            None => scenarios.iter().any(|name| name == token),
+        };
+        assert!(exists, "docs/bpmn-coverage.md names scenario '{token}', which does not exist");
+    }
+    assert!(n_checked >= 40, "only {n_checked} scenario names found on the coverage page");
+}
