@@ -183,25 +183,38 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
 }
 
 /// Byte offset → 1-based line and character column.
+///
+/// # Invariants
+/// Reading asks for offsets in increasing order, so the column is counted from the previous answer when
+/// it is on the same line: linear in the file, even for a file written on one line.
 struct LineIndex {
     starts: Vec<usize>,
+    /// The last answer: (byte offset, characters from its line's start to it).
+    cursor: std::cell::Cell<(usize, usize)>,
 }
 
 impl LineIndex {
     fn new(text: &str) -> LineIndex {
         let mut starts = vec![0];
         starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
+        LineIndex { starts, cursor: std::cell::Cell::new((0, 0)) }
     }
 
     fn position(&self, text: &str, offset: usize) -> Position {
         let offset = offset.min(text.len());
         let line = self.starts.partition_point(|start| *start <= offset).max(1);
         let start = self.starts[line - 1];
-        let column = text.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
+        let count = |from: usize| text.get(from..offset).map_or(offset - from, |s| s.chars().count());
+        let (cursor_offset, cursor_chars) = self.cursor.get();
+        let chars = if cursor_offset >= start && cursor_offset <= offset {
+            cursor_chars + count(cursor_offset)
+        } else {
+            count(start)
+        };
+        self.cursor.set((offset, chars));
         Position {
             line: u32::try_from(line).unwrap_or(u32::MAX),
-            column: u32::try_from(column).unwrap_or(u32::MAX),
+            column: u32::try_from(chars + 1).unwrap_or(u32::MAX),
         }
     }
 }
@@ -458,6 +471,17 @@ mod tests {
         assert!(child.is("urn:b", "b"));
         assert_eq!(child.text, "tA");
         assert_eq!(child.pos, Position { line: 3, column: 3 });
+    }
+
+    #[test]
+    fn columns_are_counted_incrementally_and_stay_right() {
+        let text = "ab\u{e9}<x/>\n<y/>  <z/>";
+        let lines = LineIndex::new(text);
+        assert_eq!(lines.position(text, 4), Position { line: 1, column: 4 });
+        assert_eq!(lines.position(text, 9), Position { line: 2, column: 1 });
+        assert_eq!(lines.position(text, 15), Position { line: 2, column: 7 });
+        // Out of order still answers right (from the line start).
+        assert_eq!(lines.position(text, 2), Position { line: 1, column: 3 });
     }
 
     #[test]

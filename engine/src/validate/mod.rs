@@ -19,7 +19,7 @@ use crate::timer;
 /// Validates a whole file. Diagnostics come out in document order.
 pub fn validate(definitions: &Definitions) -> Vec<Diagnostic> {
     let index = Index::build(definitions);
-    let mut validator = Validator { definitions, index, diagnostics: Vec::new() };
+    let mut validator = Validator { definitions, index, diagnostics: Vec::new(), feel_cache: HashMap::new() };
     validator.run();
     let mut diagnostics = validator.diagnostics;
     diagnostics.sort_by_key(|diagnostic| (diagnostic.pos, diagnostic.code));
@@ -176,6 +176,8 @@ struct Validator<'a> {
     definitions: &'a Definitions,
     index: Index<'a>,
     diagnostics: Vec<Diagnostic>,
+    /// FEEL parse results by source: models repeat the same expressions many times.
+    feel_cache: HashMap<String, Result<(), feel::FeelError>>,
 }
 
 /// Where a scope sits, for rules that depend on it.
@@ -216,6 +218,15 @@ impl<'a> Validator<'a> {
         }
         self.collaborations();
         self.diagrams();
+    }
+
+    fn parse_feel(&mut self, source: &str) -> Result<(), feel::FeelError> {
+        if let Some(result) = self.feel_cache.get(source) {
+            return result.clone();
+        }
+        let result = feel::parse_expression(source).map(|_| ());
+        self.feel_cache.insert(source.to_owned(), result.clone());
+        result
     }
 
     fn push(&mut self, diagnostic: Diagnostic) {
@@ -1164,7 +1175,7 @@ impl<'a> Validator<'a> {
         }
         let text = expression.text.as_str();
         if let Value::Feel(body) = Value::classify(text) {
-            if let Err(error) = feel::parse_expression(body) {
+            if let Err(error) = self.parse_feel(body) {
                 self.push(
                     Diagnostic::error(Code::InvalidFeel, format!("{what}: {error}"))
                         .on(&node.id)
@@ -1277,7 +1288,7 @@ impl<'a> Validator<'a> {
     fn feel_required(&mut self, owner: &ElementId, field: &str, text: &str, pos: Position) {
         match Value::classify(text) {
             Value::Feel(body) => {
-                if let Err(error) = feel::parse_expression(body) {
+                if let Err(error) = self.parse_feel(body) {
                     self.push(
                         Diagnostic::error(Code::InvalidFeel, format!("{field}: {error}")).on(owner).at(pos),
                     );
@@ -1286,7 +1297,7 @@ impl<'a> Validator<'a> {
             Value::Literal(literal) => {
                 // Zeebe accepts a few of these without '=' and treats them as FEEL; we keep the rule simple:
                 // a missing '=' is reported, with the fix, unless the text itself parses as FEEL.
-                if feel::parse_expression(literal).is_err() || literal.trim().is_empty() {
+                if self.parse_feel(literal).is_err() || literal.trim().is_empty() {
                     self.push(
                         Diagnostic::error(
                             Code::InvalidFeel,
@@ -1311,7 +1322,11 @@ impl<'a> Validator<'a> {
 
     /// A value that is FEEL when it starts with `=` and a literal otherwise.
     fn feel_or_literal(&mut self, owner: &ElementId, field: &str, text: &str, pos: Position) {
-        if let Err(error) = feel::check_value(text) {
+        let checked = match Value::classify(text) {
+            Value::Feel(body) => self.parse_feel(body),
+            Value::Literal(_) => Ok(()),
+        };
+        if let Err(error) = checked {
             self.push(Diagnostic::error(Code::InvalidFeel, format!("{field}: {error}")).on(owner).at(pos));
         }
     }

@@ -25,6 +25,7 @@ pub(super) struct ScopeGraph<'a> {
     graph: DiGraph<Option<usize>, ()>,
     nodes: Vec<&'a FlowNode>,
     root: NodeIndex,
+    by_id: HashMap<&'a str, NodeIndex>,
 }
 
 impl<'a> ScopeGraph<'a> {
@@ -94,7 +95,7 @@ impl<'a> ScopeGraph<'a> {
                 }
             }
         }
-        ScopeGraph { graph, nodes, root }
+        ScopeGraph { graph, nodes, root, by_id }
     }
 
     fn node(&self, index: NodeIndex) -> Option<&'a FlowNode> {
@@ -184,7 +185,7 @@ impl<'a> ScopeGraph<'a> {
     }
 
     fn index_of(&self, node: &FlowNode) -> Option<NodeIndex> {
-        self.graph.node_indices().find(|index| self.node(*index).is_some_and(|n| n.id == node.id))
+        self.by_id.get(node.id.as_str()).copied()
     }
 
     /// Strongly connected components with no edge leaving them.
