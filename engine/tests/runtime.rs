@@ -148,6 +148,15 @@ impl World {
                     rest.split_once('"').map(|(_, m)| m.trim_end_matches('"').to_owned()).unwrap_or_default();
                 self.send(Command::FailJob { job, retries, message, backoff_ms })
             }
+            "unknown" => {
+                // unknown call ELEMENT: the shell found no process to start for the call activity
+                let element = rest.trim_start_matches("call ").trim();
+                let element_instance = self.call(element)?;
+                self.send(Command::CallActivityNotStarted {
+                    element_instance,
+                    message: "no process 'maternity-benefit' is deployed".into(),
+                })
+            }
             "throw" if rest.starts_with("error call ") => {
                 // throw error call ELEMENT CODE: the child instance ended with an unhandled error
                 let words: Vec<&str> = rest.split_whitespace().collect();
@@ -184,8 +193,11 @@ impl World {
                 self.advance_to(until)
             }
             "fire" => {
-                // fire timer ELEMENT: jump the clock to its due time (never before) and fire it
-                let element = rest.trim_start_matches("timer ").trim();
+                // fire timer ELEMENT: jump the clock to its due time (never before) and fire it;
+                // fire timer ELEMENT early: fire it at the current time (the engine must refuse)
+                let words: Vec<&str> = rest.trim_start_matches("timer ").split_whitespace().collect();
+                let element = words.first().copied().unwrap_or("");
+                let early = words.get(1) == Some(&"early");
                 let timer = self
                     .instance
                     .timers
@@ -193,7 +205,9 @@ impl World {
                     .find(|t| t.element.as_str() == element)
                     .cloned()
                     .ok_or_else(|| format!("no pending timer on '{element}'"))?;
-                self.now = self.now.max(timer.due);
+                if !early {
+                    self.now = self.now.max(timer.due);
+                }
                 self.send(Command::FireTimer { timer: timer.key })
             }
             "resolve" => {
@@ -264,6 +278,10 @@ impl World {
     }
 
     fn job(&self, element: &str) -> Result<Key, String> {
+        // `#KEY` names a job by key, even one that no longer exists (to show the rejection).
+        if let Some(key) = element.strip_prefix('#') {
+            return key.parse().map(Key).map_err(|_| format!("bad job key '{element}'"));
+        }
         // An open job first; else a failed one (so the script can show the rejection).
         let jobs = || self.instance.jobs.values().filter(|job| job.element.as_str() == element);
         jobs()
@@ -283,6 +301,9 @@ impl World {
     }
 
     fn user_task(&self, element: &str) -> Result<Key, String> {
+        if let Some(key) = element.strip_prefix('#') {
+            return key.parse().map(Key).map_err(|_| format!("bad task key '{element}'"));
+        }
         self.instance
             .user_tasks
             .values()

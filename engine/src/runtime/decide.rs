@@ -292,6 +292,13 @@ impl<'a> Run<'a> {
                 self.queue.push_back(Step::Complete { key: *element_instance, result });
                 Ok(())
             }
+            Command::CallActivityNotStarted { element_instance, message } => {
+                if !self.state.calls.contains_key(element_instance) {
+                    return Err(Rejection::NoSuchCall(*element_instance));
+                }
+                self.incident(*element_instance, IncidentKind::CalledProcessNotFound, message.clone());
+                Ok(())
+            }
             Command::CallActivityFailed { element_instance, error_code, message } => {
                 if !self.state.calls.contains_key(element_instance) {
                     return Err(Rejection::NoSuchCall(*element_instance));

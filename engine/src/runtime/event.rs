@@ -52,8 +52,10 @@ pub enum IncidentKind {
     UnhandledError,
     /// A job failed with no retries left.
     JobNoRetries,
-    /// The element cannot run (e.g. a called decision or process that does not exist).
+    /// The element cannot run (e.g. a called decision that does not exist, an element not executed yet).
     Unsupported,
+    /// A call activity's process could not be started (not deployed, or disabled).
+    CalledProcessNotFound,
 }
 
 /// What resolving an incident retries.

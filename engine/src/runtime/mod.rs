@@ -94,6 +94,12 @@ pub enum Command {
         error_code: String,
         message: String,
     },
+    /// The shell could not start the child instance of call activity `element_instance` (e.g. no such
+    /// process is deployed): an incident; resolving it asks for the child again.
+    CallActivityNotStarted {
+        element_instance: Key,
+        message: String,
+    },
     /// Retry the step that raised the incident, after setting `variables` (process scope, propagated).
     ResolveIncident {
         incident: Key,
