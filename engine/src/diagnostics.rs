@@ -86,6 +86,8 @@ codes! {
     ParallelJoinAfterExclusiveSplit = "BPMN0030", "likely deadlock: a parallel join waits for branches of an exclusive split, of which only one runs";
     ExclusiveJoinAfterParallelSplit = "BPMN0031", "lack of synchronisation: an exclusive join passes on each branch of a parallel split separately";
     CycleWithoutExit = "BPMN0032", "a cycle of sequence flows has no way out";
+    NotDmn = "BPMN0033", "the root element is not a DMN 1.x `definitions` element";
+    InvalidDecision = "BPMN0034", "a DMN decision is malformed (entry counts, outputs, requirements) or uses what govflow does not evaluate";
 }
 
 impl Serialize for Code {

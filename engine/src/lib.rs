@@ -3,6 +3,7 @@
 //! [`Diagnostic`]s.
 
 pub mod diagnostics;
+pub mod dmn;
 pub mod feel;
 pub mod model;
 pub mod outline;

@@ -14,10 +14,14 @@ use govflow_engine::outline::outline;
 use govflow_engine::{check, check_with, Code, Limits, Parsed};
 
 /// Codes no committed file triggers, with the reason and the test that covers them instead.
-const NOT_FROM_A_FILE: &[(Code, &str)] = &[(
-    Code::TooLarge,
-    "needs a document over the 10 MiB default limit; `too_large_document_is_refused` uses small Limits",
-)];
+const NOT_FROM_A_FILE: &[(Code, &str)] = &[
+    (
+        Code::TooLarge,
+        "needs a document over the 10 MiB default limit; `too_large_document_is_refused` uses small Limits",
+    ),
+    (Code::NotDmn, "a DMN code: DMN files are tested in engine/src/dmn.rs"),
+    (Code::InvalidDecision, "a DMN code: DMN files are tested in engine/src/dmn.rs"),
+];
 
 fn folder(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/parse").join(name)

@@ -11,10 +11,12 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
+use govflow_engine::dmn::DecisionModel;
 use govflow_engine::runtime::{
     decide, Command, Event, Instance, InstanceKey, InstanceStatus, Key, ProcessDefinition, VariableMap,
 };
 use govflow_engine::timer::IsoDuration;
+use std::sync::Arc;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/runtime")
@@ -53,6 +55,7 @@ fn scenarios() {
 fn check(scenario: &str) -> Result<String, String> {
     let mut model = None;
     let mut process = None;
+    let mut decisions = Vec::new();
     let mut script = Vec::new();
     for line in scenario.lines() {
         let line = line.trim();
@@ -63,6 +66,8 @@ fn check(scenario: &str) -> Result<String, String> {
             model = Some(rest.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("process:") {
             process = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("decisions:") {
+            decisions.push(rest.trim().to_owned());
         } else {
             script.push(line.to_owned());
         }
@@ -73,9 +78,17 @@ fn check(scenario: &str) -> Result<String, String> {
     let definitions =
         parsed.definitions.ok_or_else(|| format!("{model} does not parse: {:?}", parsed.diagnostics))?;
     let process = process.unwrap_or_else(|| definitions.processes[0].id.0.clone());
-    let definition = ProcessDefinition::compile(&definitions, &process, 1).map_err(|d| {
-        format!("{model}: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-    })?;
+    let mut models = Vec::new();
+    for file in &decisions {
+        let bytes =
+            std::fs::read(data_dir().join("models").join(file)).map_err(|e| format!("{file}: {e}"))?;
+        models.push(Arc::new(DecisionModel::parse(&bytes).map_err(|d| format!("{file}: {d:?}"))?));
+    }
+    let definition = ProcessDefinition::compile(&definitions, &process, 1)
+        .map_err(|d| {
+            format!("{model}: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        })?
+        .with_decisions(models);
 
     let mut world = World {
         definition,

@@ -706,11 +706,32 @@ impl<'a> Run<'a> {
                         self.queue.push_back(Step::Complete { key, result });
                     }
                     TaskKind::BusinessRule { .. } => {
-                        return Err(Failure {
-                            kind: IncidentKind::Unsupported,
-                            message: "DMN decisions are not evaluated yet; use a zeebe:taskDefinition"
-                                .to_owned(),
-                        })
+                        let Some(called) = &node.node.extensions.zeebe.called_decision else {
+                            return Err(Failure {
+                                kind: IncidentKind::Unsupported,
+                                message:
+                                    "business rule task without zeebe:calledDecision or zeebe:taskDefinition"
+                                        .to_owned(),
+                            });
+                        };
+                        let visible = self.visible(key);
+                        let expression = Expr::compile(&called.decision_id).map_err(Failure::expression)?;
+                        let decision_id = match self.eval(&expression, &visible)? {
+                            Json::String(id) => id,
+                            other => other.to_string(),
+                        };
+                        let Some(model) = self.definition.decisions.get(&decision_id) else {
+                            return Err(Failure {
+                                kind: IncidentKind::DecisionNotFound,
+                                message: format!("no decision '{decision_id}' is deployed with this process"),
+                            });
+                        };
+                        let value = model.evaluate(&decision_id, &visible).map_err(|message| Failure {
+                            kind: IncidentKind::ExpressionFailed,
+                            message: format!("decision '{decision_id}': {message}"),
+                        })?;
+                        let result = VariableMap::from([(called.result_variable.clone(), value)]);
+                        self.queue.push_back(Step::Complete { key, result });
                     }
                     TaskKind::User { .. } => self.open_user_task(key, node)?,
                     TaskKind::Receive { .. } => self.open_trigger(key, node, false)?,

@@ -3,6 +3,9 @@
 //! time from a validated model; immutable afterwards, shared by every instance of the version.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::dmn::DecisionModel;
 
 use crate::diagnostics::{has_errors, Diagnostic};
 use crate::feel::{self, FeelExpression, Value};
@@ -101,7 +104,7 @@ pub struct ScopeDef {
     pub nodes: Vec<ElementId>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ProcessDefinition {
     pub process_id: ProcessId,
     pub version: u32,
@@ -112,6 +115,8 @@ pub struct ProcessDefinition {
     /// For each joining inclusive gateway: the nodes from which a token can still reach one of its
     /// incoming flows without passing through it (the OR-join's "can a token still arrive" set).
     pub inclusive_upstream: BTreeMap<ElementId, BTreeSet<ElementId>>,
+    /// Decisions deployed with the process, by decision id, for business rule tasks.
+    pub decisions: BTreeMap<String, Arc<DecisionModel>>,
 }
 
 impl ProcessDefinition {
@@ -155,7 +160,22 @@ impl ProcessDefinition {
             flows: BTreeMap::new(),
             scopes: BTreeMap::new(),
             inclusive_upstream: BTreeMap::new(),
+            decisions: BTreeMap::new(),
         }
+    }
+
+    /// Makes the decisions of `models` callable by business rule tasks (the first model naming a
+    /// decision id wins).
+    pub fn with_decisions(
+        mut self,
+        models: impl IntoIterator<Item = Arc<DecisionModel>>,
+    ) -> ProcessDefinition {
+        for model in models {
+            for id in model.decision_ids() {
+                self.decisions.entry(id).or_insert_with(|| Arc::clone(&model));
+            }
+        }
+        self
     }
 
     /// The process itself as a scope id.

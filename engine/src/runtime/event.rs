@@ -56,6 +56,8 @@ pub enum IncidentKind {
     Unsupported,
     /// A call activity's process could not be started (not deployed, or disabled).
     CalledProcessNotFound,
+    /// A business rule task's decision is not deployed with the process.
+    DecisionNotFound,
 }
 
 /// What resolving an incident retries.
