@@ -715,7 +715,8 @@ impl<'a> Run<'a> {
                             });
                         };
                         let visible = self.visible(key);
-                        let expression = Expr::compile(&called.decision_id).map_err(Failure::expression)?;
+                        let expression =
+                            self.definition.expression(&called.decision_id).map_err(Failure::expression)?;
                         let decision_id = match self.eval(&expression, &visible)? {
                             Json::String(id) => id,
                             other => other.to_string(),
@@ -767,7 +768,10 @@ impl<'a> Run<'a> {
                 let visible = self.visible(key);
                 let process_id = match zeebe.map(|z| z.process_id.as_str()).filter(|id| !id.is_empty()) {
                     Some(text) => {
-                        match self.eval(&Expr::compile(text).map_err(Failure::expression)?, &visible)? {
+                        match self.eval(
+                            &*self.definition.expression(text).map_err(Failure::expression)?,
+                            &visible,
+                        )? {
                             Json::String(id) => id,
                             other => other.to_string(),
                         }
@@ -943,7 +947,9 @@ impl<'a> Run<'a> {
             match value {
                 None => Ok(None),
                 Some(value) => {
-                    match run.eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)? {
+                    match run
+                        .eval(&*run.definition.expression(value).map_err(Failure::expression)?, &visible)?
+                    {
                         Json::Null => Ok(None),
                         Json::String(text) => Ok(Some(text)),
                         other => Ok(Some(other.to_string())),
@@ -955,7 +961,7 @@ impl<'a> Run<'a> {
             match value {
                 None => Ok(Vec::new()),
                 Some(value) => match run
-                    .eval(&Expr::compile(value).map_err(Failure::expression)?, &visible)?
+                    .eval(&*run.definition.expression(value).map_err(Failure::expression)?, &visible)?
                 {
                     Json::Array(items) => Ok(items
                         .iter()
@@ -1380,7 +1386,10 @@ impl<'a> Run<'a> {
                     &multi.loop_cardinality,
                 ) {
                     (Some(collection), _) => {
-                        match self.eval(&Expr::compile(collection).map_err(Failure::expression)?, &visible)? {
+                        match self.eval(
+                            &*self.definition.expression(collection).map_err(Failure::expression)?,
+                            &visible,
+                        )? {
                             Json::Array(items) => items,
                             other => {
                                 return Err(Failure {
@@ -1393,9 +1402,10 @@ impl<'a> Run<'a> {
                         }
                     }
                     (None, Some(cardinality)) => {
-                        let n = match self
-                            .eval(&Expr::compile(&cardinality.text).map_err(Failure::expression)?, &visible)?
-                        {
+                        let n = match self.eval(
+                            &*self.definition.expression(&cardinality.text).map_err(Failure::expression)?,
+                            &visible,
+                        )? {
                             Json::Number(n) => n.as_u64(),
                             Json::String(text) => text.trim().parse().ok(),
                             _ => None,
@@ -1507,7 +1517,9 @@ impl<'a> Run<'a> {
                     zeebe.and_then(|z| z.output_collection.clone()),
                     zeebe.and_then(|z| z.output_element.clone()),
                 ) {
-                    let value = Expr::compile(&element)
+                    let value = self
+                        .definition
+                        .expression(&element)
                         .map_err(Failure::expression)
                         .and_then(|expression| self.eval(&expression, &self.visible(key)));
                     let value = match value {
@@ -1562,17 +1574,19 @@ impl<'a> Run<'a> {
                 let total = self.counter(body, "numberOfInstances");
                 let completed = self.counter(body, "numberOfCompletedInstances");
                 let condition_met = match &multi.completion_condition {
-                    Some(condition) => match Expr::compile(&condition.text).map_err(Failure::expression)? {
-                        Expr::Feel(expression) => {
-                            eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
-                                |error| Failure {
-                                    kind: IncidentKind::ExpressionFailed,
-                                    message: format!("completionCondition: {error}"),
-                                },
-                            )?
+                    Some(condition) => {
+                        match &*self.definition.expression(&condition.text).map_err(Failure::expression)? {
+                            Expr::Feel(expression) => {
+                                eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
+                                    |error| Failure {
+                                        kind: IncidentKind::ExpressionFailed,
+                                        message: format!("completionCondition: {error}"),
+                                    },
+                                )?
+                            }
+                            Expr::Literal(_) => false,
                         }
-                        Expr::Literal(_) => false,
-                    },
+                    }
                     None => false,
                 };
                 if condition_met || completed >= total {
@@ -1602,7 +1616,8 @@ impl<'a> Run<'a> {
 
     fn loop_condition(&self, body: Key, standard: &StandardLoop) -> Result<bool, Failure> {
         let Some(condition) = &standard.loop_condition else { return Ok(false) };
-        let Expr::Feel(expression) = Expr::compile(&condition.text).map_err(Failure::expression)? else {
+        let compiled = self.definition.expression(&condition.text).map_err(Failure::expression)?;
+        let Expr::Feel(expression) = &*compiled else {
             return Ok(false);
         };
         eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(|error| Failure {

@@ -117,6 +117,9 @@ pub struct ProcessDefinition {
     pub inclusive_upstream: BTreeMap<ElementId, BTreeSet<ElementId>>,
     /// Decisions deployed with the process, by decision id, for business rule tasks.
     pub decisions: BTreeMap<String, Arc<DecisionModel>>,
+    /// Every other FEEL-bearing value of the process (assignments, schedules, loop collections and
+    /// conditions, called element and decision ids), compiled once at deploy time, by source text.
+    pub expressions: BTreeMap<String, Expr>,
 }
 
 impl ProcessDefinition {
@@ -161,6 +164,16 @@ impl ProcessDefinition {
             scopes: BTreeMap::new(),
             inclusive_upstream: BTreeMap::new(),
             decisions: BTreeMap::new(),
+            expressions: BTreeMap::new(),
+        }
+    }
+
+    /// The compiled form of a value of this process: from the deploy-time cache, or compiled now for a
+    /// value the cache does not know (never the case for values read from the process's own model).
+    pub fn expression(&self, text: &str) -> Result<std::borrow::Cow<'_, Expr>, feel::FeelError> {
+        match self.expressions.get(text) {
+            Some(expr) => Ok(std::borrow::Cow::Borrowed(expr)),
+            None => Expr::compile(text).map(std::borrow::Cow::Owned),
         }
     }
 
@@ -244,6 +257,48 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    /// Compiles every FEEL-bearing value `decide` evaluates from the model at run time into the cache.
+    fn cache_values(&mut self, node: &FlowNode) {
+        let zeebe = &node.extensions.zeebe;
+        let mut texts: Vec<String> = Vec::new();
+        if let Some(assignment) = &zeebe.assignment_definition {
+            texts.extend(
+                [&assignment.assignee, &assignment.candidate_groups, &assignment.candidate_users]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        if let Some(schedule) = &zeebe.task_schedule {
+            texts.extend([&schedule.due_date, &schedule.follow_up_date].into_iter().flatten().cloned());
+        }
+        if let Some(called) = &zeebe.called_element {
+            texts.push(called.process_id.clone());
+        }
+        if let Some(decision) = &zeebe.called_decision {
+            texts.push(decision.decision_id.clone());
+        }
+        match node.as_activity().and_then(|activity| activity.loop_characteristics.as_ref()) {
+            Some(LoopCharacteristics::MultiInstance(multi)) => {
+                texts.extend(multi.loop_cardinality.iter().map(|e| e.text.clone()));
+                texts.extend(multi.completion_condition.iter().map(|e| e.text.clone()));
+                if let Some(z) = &multi.zeebe {
+                    texts.extend([&z.input_collection, &z.output_element].into_iter().flatten().cloned());
+                }
+            }
+            Some(LoopCharacteristics::Standard(standard)) => {
+                texts.extend(standard.loop_condition.iter().map(|e| e.text.clone()));
+            }
+            None => {}
+        }
+        for text in texts {
+            if !self.definition.expressions.contains_key(&text) {
+                let expr = self.expr(&node.id, &text);
+                self.definition.expressions.insert(text, expr);
+            }
+        }
+    }
+
     fn expr(&mut self, owner: &ElementId, text: &str) -> Expr {
         match Expr::compile(text) {
             Ok(expr) => expr,
@@ -326,6 +381,7 @@ impl Compiler<'_> {
             .script
             .as_ref()
             .map(|script| (self.expr(&node.id, &script.expression), script.result_variable.clone()));
+        self.cache_values(node);
         let mut compiled = Node {
             node: shallow,
             scope: scope_id.clone(),
@@ -425,5 +481,32 @@ impl Compiler<'_> {
             });
         }
         compiled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_values_are_compiled_once_at_deploy_time() {
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/runtime/models/events.bpmn"))
+                .unwrap();
+        let definitions = crate::check(&bytes).definitions.unwrap();
+        let definition = ProcessDefinition::compile(&definitions, "relief", 1).unwrap();
+        assert!(matches!(definition.expressions.get("=farmers"), Some(Expr::Feel(_))));
+        assert!(matches!(definition.expressions.get("=receipt"), Some(Expr::Feel(_))));
+        assert!(matches!(definition.expression("=farmers").unwrap(), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(definition.expression("=other").unwrap(), std::borrow::Cow::Owned(_)));
+    }
+
+    #[test]
+    fn an_invalid_model_does_not_compile() {
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/four-problems.bpmn")).unwrap();
+        let definitions = crate::check(&bytes).definitions.unwrap();
+        let errors = ProcessDefinition::compile(&definitions, "late-registration", 1).unwrap_err();
+        assert!(errors.iter().all(Diagnostic::is_error) && errors.len() >= 3, "{errors:?}");
     }
 }
