@@ -1577,7 +1577,7 @@ impl<'a> Run<'a> {
                     Some(condition) => {
                         match &*self.definition.expression(&condition.text).map_err(Failure::expression)? {
                             Expr::Feel(expression) => {
-                                eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(
+                                eval::evaluate_condition(expression, &self.visible(body), self.now).map_err(
                                     |error| Failure {
                                         kind: IncidentKind::ExpressionFailed,
                                         message: format!("completionCondition: {error}"),
@@ -1620,7 +1620,7 @@ impl<'a> Run<'a> {
         let Expr::Feel(expression) = &*compiled else {
             return Ok(false);
         };
-        eval::evaluate_condition(&expression, &self.visible(body), self.now).map_err(|error| Failure {
+        eval::evaluate_condition(expression, &self.visible(body), self.now).map_err(|error| Failure {
             kind: IncidentKind::ExpressionFailed,
             message: format!("loopCondition: {error}"),
         })
