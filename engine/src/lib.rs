@@ -2,6 +2,7 @@
 //! core, storage, scheduler and engine shell. The parser and validator never panic: bad input becomes
 //! [`Diagnostic`]s.
 
+pub mod audit;
 pub mod diagnostics;
 pub mod dmn;
 pub mod feel;
