@@ -10,6 +10,7 @@ pub mod model;
 pub mod outline;
 pub mod parse;
 pub mod runtime;
+pub mod store;
 pub mod support;
 pub mod timer;
 pub mod validate;
