@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod diagnostics;
 pub mod dmn;
+pub mod engine;
 pub mod feel;
 pub mod model;
 pub mod outline;

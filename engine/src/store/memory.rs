@@ -8,13 +8,16 @@ use super::keys::Tree;
 use super::kv::{Kv, KvStore, Write};
 use super::{Result, StoreError};
 
+/// Each logical tree as an ordered map of bytes to bytes.
+type Trees = BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 #[derive(Debug, Default)]
 pub struct MemoryKv {
-    trees: Mutex<BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<Trees>,
 }
 
 impl MemoryKv {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Trees>> {
         self.trees.lock().map_err(|_| StoreError::Backend("the memory store's lock is poisoned".to_owned()))
     }
 }
