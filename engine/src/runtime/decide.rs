@@ -29,6 +29,17 @@ const COMPENSATION_FOR: &str = "_govflow_compensation_for";
 /// or jobs.
 const INTERNAL_PREFIX: &str = "_govflow";
 
+/// Loop bookkeeping, kept in the body's (and iteration's) internal variables: counted by the engine,
+/// never by data a worker returns. FEEL sees them as `numberOfInstances` etc. (see `loop_view`).
+const N_INSTANCES: &str = "_govflow_instances";
+const N_COMPLETED: &str = "_govflow_completed";
+const N_ACTIVE: &str = "_govflow_active";
+const INDEX: &str = "_govflow_index";
+
+/// Most instances one multi-instance activity may create (a cardinality from data must not exhaust
+/// memory or the step budget).
+const MAX_INSTANCES: usize = 10_000;
+
 /// Steps one command may take before the instance is judged to be looping without a wait state.
 const STEP_BUDGET: usize = 100_000;
 
@@ -134,7 +145,12 @@ impl<'a> Run<'a> {
                     None => self.state.root.ok_or(Rejection::NotActive)?,
                 };
                 if *local {
-                    self.set_local(scope, variables.clone());
+                    let variables: VariableMap = variables
+                        .iter()
+                        .filter(|(name, _)| !name.starts_with(INTERNAL_PREFIX))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    self.set_local(scope, variables);
                 } else {
                     self.propagate(scope, variables.clone());
                 }
@@ -1414,14 +1430,32 @@ impl<'a> Run<'a> {
                             kind: IncidentKind::ExpressionFailed,
                             message: format!("loopCardinality {} is not a whole number", cardinality.text),
                         })?;
+                        if n > MAX_INSTANCES as u64 {
+                            return Err(Failure {
+                                kind: IncidentKind::ExpressionFailed,
+                                message: format!(
+                                    "loopCardinality {} is {n}; at most {MAX_INSTANCES} instances are allowed",
+                                    cardinality.text
+                                ),
+                            });
+                        }
                         vec![Json::Null; usize::try_from(n).unwrap_or(0)]
                     }
                     (None, None) => Vec::new(),
                 };
+                if items.len() > MAX_INSTANCES {
+                    return Err(Failure {
+                        kind: IncidentKind::ExpressionFailed,
+                        message: format!(
+                            "the multi-instance would create {} instances; at most {MAX_INSTANCES} are allowed",
+                            items.len()
+                        ),
+                    });
+                }
                 let mut counters = VariableMap::new();
-                counters.insert("numberOfInstances".to_owned(), Json::from(items.len()));
-                counters.insert("numberOfCompletedInstances".to_owned(), Json::from(0));
-                counters.insert("numberOfActiveInstances".to_owned(), Json::from(0));
+                counters.insert(N_INSTANCES.to_owned(), Json::from(items.len()));
+                counters.insert(N_COMPLETED.to_owned(), Json::from(0));
+                counters.insert(N_ACTIVE.to_owned(), Json::from(0));
                 if let Some(output) = multi.zeebe.as_ref().and_then(|z| z.output_collection.clone()) {
                     counters.insert(output, Json::Array(vec![Json::Null; items.len()]));
                 }
@@ -1439,7 +1473,7 @@ impl<'a> Run<'a> {
                 if standard.test_before && !self.loop_condition(body, standard)? {
                     return self.body_done(body, node);
                 }
-                self.set_local(body, VariableMap::from([("loopCounter".to_owned(), Json::from(0))]));
+                self.set_local(body, VariableMap::from([(N_COMPLETED.to_owned(), Json::from(0))]));
                 self.start_iteration(body, node, 0)?;
             }
             None => {}
@@ -1455,7 +1489,10 @@ impl<'a> Run<'a> {
             element_type: node.node.type_name().to_owned(),
             scope: Some(body),
         });
-        let mut locals = VariableMap::from([("loopCounter".to_owned(), Json::from(index + 1))]);
+        let mut locals = VariableMap::from([
+            ("loopCounter".to_owned(), Json::from(index + 1)),
+            (INDEX.to_owned(), Json::from(index + 1)),
+        ]);
         if let Some(LoopCharacteristics::MultiInstance(multi)) =
             node.node.as_activity().and_then(|a| a.loop_characteristics.as_ref())
         {
@@ -1475,11 +1512,22 @@ impl<'a> Run<'a> {
                     locals.insert(name.to_owned(), Json::Null);
                 }
             }
-            self.bump(body, "numberOfActiveInstances", 1);
+            self.bump(body, N_ACTIVE, 1);
         }
         self.set_local(key, locals);
         self.queue.push_back(Step::Run { key });
         Ok(())
+    }
+
+    /// The variables a loop's conditions see: the body's, plus the counters under Zeebe's names.
+    fn loop_view(&self, body: Key) -> Variables {
+        let mut visible = self.visible(body);
+        let completed = self.counter(body, N_COMPLETED);
+        visible.insert("numberOfInstances".to_owned(), Json::from(self.counter(body, N_INSTANCES)));
+        visible.insert("numberOfCompletedInstances".to_owned(), Json::from(completed));
+        visible.insert("numberOfActiveInstances".to_owned(), Json::from(self.counter(body, N_ACTIVE)));
+        visible.insert("loopCounter".to_owned(), Json::from(completed));
+        visible
     }
 
     fn body_var(&self, body: Key, name: &str) -> Option<Vec<Json>> {
@@ -1494,7 +1542,7 @@ impl<'a> Run<'a> {
     }
 
     fn bump(&mut self, body: Key, name: &str, by: i64) {
-        let value = self.counter(body, name) + by;
+        let value = self.counter(body, name).saturating_add(by);
         self.set_local(body, VariableMap::from([(name.to_owned(), Json::from(value))]));
     }
 
@@ -1503,13 +1551,8 @@ impl<'a> Run<'a> {
     /// re-applies its outputs; a failing condition leaves the body with one that continues the loop.
     fn iteration_done(&mut self, key: Key, node: &Node, body: Key) {
         let Some(activity) = node.node.as_activity() else { return };
-        let loop_counter = self
-            .state
-            .variables
-            .get(&key)
-            .and_then(|v| v.get("loopCounter"))
-            .and_then(Json::as_u64)
-            .unwrap_or(1);
+        let loop_counter =
+            self.state.variables.get(&key).and_then(|v| v.get(INDEX)).and_then(Json::as_u64).unwrap_or(1);
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
                 let zeebe = multi.zeebe.as_ref();
@@ -1542,21 +1585,21 @@ impl<'a> Run<'a> {
                 }
                 self.close_triggers(key);
                 self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
-                let active = self.counter(body, "numberOfActiveInstances") - 1;
-                let completed = self.counter(body, "numberOfCompletedInstances") + 1;
+                let active = self.counter(body, N_ACTIVE).saturating_sub(1);
+                let completed = self.counter(body, N_COMPLETED).saturating_add(1);
                 self.set_local(
                     body,
                     VariableMap::from([
-                        ("numberOfActiveInstances".to_owned(), Json::from(active)),
-                        ("numberOfCompletedInstances".to_owned(), Json::from(completed)),
+                        (N_ACTIVE.to_owned(), Json::from(active)),
+                        (N_COMPLETED.to_owned(), Json::from(completed)),
                     ]),
                 );
             }
             Some(LoopCharacteristics::Standard(_)) => {
                 self.close_triggers(key);
                 self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
-                let done = self.counter(body, "loopCounter") + 1;
-                self.set_local(body, VariableMap::from([("loopCounter".to_owned(), Json::from(done))]));
+                let done = self.counter(body, N_COMPLETED).saturating_add(1);
+                self.set_local(body, VariableMap::from([(N_COMPLETED.to_owned(), Json::from(done))]));
             }
             None => return,
         }
@@ -1571,18 +1614,17 @@ impl<'a> Run<'a> {
         let Some(activity) = node.node.as_activity() else { return Ok(()) };
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
-                let total = self.counter(body, "numberOfInstances");
-                let completed = self.counter(body, "numberOfCompletedInstances");
+                let total = self.counter(body, N_INSTANCES);
+                let completed = self.counter(body, N_COMPLETED);
                 let condition_met = match &multi.completion_condition {
                     Some(condition) => {
                         match &*self.definition.expression(&condition.text).map_err(Failure::expression)? {
                             Expr::Feel(expression) => {
-                                eval::evaluate_condition(expression, &self.visible(body), self.now).map_err(
-                                    |error| Failure {
+                                eval::evaluate_condition(expression, &self.loop_view(body), self.now)
+                                    .map_err(|error| Failure {
                                         kind: IncidentKind::ExpressionFailed,
                                         message: format!("completionCondition: {error}"),
-                                    },
-                                )?
+                                    })?
                             }
                             Expr::Literal(_) => false,
                         }
@@ -1601,7 +1643,7 @@ impl<'a> Run<'a> {
                 }
             }
             Some(LoopCharacteristics::Standard(standard)) => {
-                let done = u64::try_from(self.counter(body, "loopCounter")).unwrap_or(0);
+                let done = u64::try_from(self.counter(body, N_COMPLETED)).unwrap_or(0);
                 let under_maximum = standard.loop_maximum.is_none_or(|max| done < max);
                 if under_maximum && self.loop_condition(body, standard)? {
                     self.start_iteration(body, node, usize::try_from(done).unwrap_or(0))?;
@@ -1620,7 +1662,7 @@ impl<'a> Run<'a> {
         let Expr::Feel(expression) = &*compiled else {
             return Ok(false);
         };
-        eval::evaluate_condition(expression, &self.visible(body), self.now).map_err(|error| Failure {
+        eval::evaluate_condition(expression, &self.loop_view(body), self.now).map_err(|error| Failure {
             kind: IncidentKind::ExpressionFailed,
             message: format!("loopCondition: {error}"),
         })
@@ -1701,6 +1743,8 @@ impl<'a> Run<'a> {
         }
         // With output mappings the result becomes the element's local variables (kept for a retry), and
         // only the mapped values leave.
+        let result: VariableMap =
+            result.into_iter().filter(|(name, _)| !name.starts_with(INTERNAL_PREFIX)).collect();
         if !result.is_empty() {
             self.set_local(key, result);
         }
@@ -2034,7 +2078,8 @@ impl<'a> Run<'a> {
     /// has it, or in the process scope.
     fn propagate(&mut self, scope: Key, variables: VariableMap) {
         let mut by_scope: BTreeMap<Key, VariableMap> = BTreeMap::new();
-        for (name, value) in variables {
+        // Engine bookkeeping is never written by data from outside.
+        for (name, value) in variables.into_iter().filter(|(name, _)| !name.starts_with(INTERNAL_PREFIX)) {
             let mut current = Some(scope);
             let mut target = self.state.root.unwrap_or(scope);
             while let Some(k) = current {
