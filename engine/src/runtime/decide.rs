@@ -83,6 +83,16 @@ enum Step {
     CheckScope { scope: Key },
 }
 
+impl Step {
+    /// The scope instance a queued token movement belongs to (`Arrive`, `Leave`), if any.
+    fn scope(&self) -> Option<Key> {
+        match self {
+            Step::Arrive { scope, .. } | Step::Leave { scope, .. } => Some(*scope),
+            _ => None,
+        }
+    }
+}
+
 struct Run<'a> {
     definition: &'a ProcessDefinition,
     state: Instance,
@@ -341,6 +351,13 @@ impl<'a> Run<'a> {
                     }
                 }
                 self.emit(Event::IncidentResolved { incident: *incident });
+                let resolved_on = incident_state.element_instance;
+                let is_scope = Some(resolved_on) == self.state.root
+                    || self
+                        .state
+                        .elements
+                        .get(&resolved_on)
+                        .is_some_and(|e| e.element_type.starts_with("subProcess"));
                 match incident_state.retry {
                     Retry::Job => {
                         // The failed job is replaced by a fresh one with the element's configured retries.
@@ -360,6 +377,17 @@ impl<'a> Run<'a> {
                         key: incident_state.element_instance,
                         result: VariableMap::new(),
                     }),
+                    Retry::OpenTriggers => {
+                        let scope = incident_state.element_instance;
+                        let scope_id = if Some(scope) == self.state.root {
+                            Some(self.definition.root_id())
+                        } else {
+                            self.state.elements.get(&scope).map(|e| e.element.clone())
+                        };
+                        if let Some(scope_id) = scope_id {
+                            self.open_event_subprocess_triggers(scope, &scope_id);
+                        }
+                    }
                     Retry::ContinueLoop => {
                         let body = incident_state.element_instance;
                         if let Some(node) = self.state.elements.get(&body).and_then(|e| self.node(&e.element))
@@ -372,6 +400,9 @@ impl<'a> Run<'a> {
                     Retry::Finish => {
                         self.queue.push_back(Step::Finish { key: incident_state.element_instance })
                     }
+                }
+                if is_scope && !matches!(incident_state.retry, Retry::Run | Retry::Outputs | Retry::Finish) {
+                    self.queue.push_back(Step::CheckScope { scope: resolved_on });
                 }
                 Ok(())
             }
@@ -444,13 +475,7 @@ impl<'a> Run<'a> {
             while let Some(step) = self.queue.pop_front() {
                 self.steps += 1;
                 if self.steps > STEP_BUDGET {
-                    self.queue.clear();
-                    if let Some(element) = self.state.elements.values().last().cloned() {
-                        self.incident(element.key, IncidentKind::Unsupported, format!(
-                            "more than {STEP_BUDGET} steps without reaching a wait state: the process loops without \
-                             a task, timer or message to wait for"
-                        ));
-                    }
+                    self.stop_looping(step);
                     return;
                 }
                 self.step(step);
@@ -458,6 +483,70 @@ impl<'a> Run<'a> {
             // Tokens may have disappeared: an inclusive join may now know that nothing more can arrive.
             if !self.fire_ready_inclusive_joins() {
                 break;
+            }
+        }
+    }
+
+    /// The step budget ran out: the process loops without a wait state. Every token still on its way is
+    /// parked on an element instance with an incident, so an operator can fix the data and retry; none is
+    /// lost.
+    fn stop_looping(&mut self, next: Step) {
+        let message = format!(
+            "more than {STEP_BUDGET} steps without reaching a wait state: the process loops without a task, timer \
+             or message to wait for"
+        );
+        let mut pending: Vec<Step> = std::iter::once(next).chain(self.queue.drain(..)).collect();
+        // Leaving steps become arrivals at their targets.
+        let mut parked = Vec::new();
+        for step in pending.drain(..) {
+            match step {
+                Step::Leave { element, scope, flows, .. } => {
+                    for flow_id in flows {
+                        let Some(flow) = self.definition.flow(&flow_id) else { continue };
+                        let target = flow.flow.target.clone();
+                        self.emit(Event::SequenceFlowTaken {
+                            flow: flow_id.clone(),
+                            scope,
+                            source: element.clone(),
+                            target: target.clone(),
+                        });
+                        parked.push(Step::Arrive {
+                            element: target,
+                            scope,
+                            via: Some(flow_id),
+                            triggered: None,
+                        });
+                    }
+                }
+                other => parked.push(other),
+            }
+        }
+        for step in parked {
+            match step {
+                Step::Arrive { element, scope, .. } => {
+                    if !self.state.elements.contains_key(&scope) {
+                        continue;
+                    }
+                    let Some(node) = self.node(&element) else { continue };
+                    let key = self.next_key();
+                    self.emit(Event::ElementActivated {
+                        key,
+                        element: element.clone(),
+                        element_type: node.node.type_name().to_owned(),
+                        scope: Some(scope),
+                    });
+                    self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Run);
+                }
+                Step::Run { key } => {
+                    self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Run)
+                }
+                Step::Complete { key, .. } => {
+                    self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Outputs)
+                }
+                Step::Finish { key } => {
+                    self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Finish)
+                }
+                Step::Leave { .. } | Step::CheckScope { .. } => {}
             }
         }
     }
@@ -624,7 +713,11 @@ impl<'a> Run<'a> {
                         continue;
                     };
                     if let Some(target_node) = self.node(&target) {
-                        self.open_trigger(key, target_node, true)?;
+                        if let Err(failure) = self.open_trigger(key, target_node, true) {
+                            // All or none: no trigger may fire while the gateway waits in an incident.
+                            self.close_triggers(key);
+                            return Err(failure);
+                        }
                     }
                 }
             }
@@ -852,6 +945,10 @@ impl<'a> Run<'a> {
                     {
                         self.terminate(child);
                     }
+                    if self.state.joins.contains_key(&scope) {
+                        self.emit(Event::JoinsDiscarded { scope });
+                    }
+                    self.queue.retain(|step| step.scope() != Some(scope));
                     self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
                     self.complete_scope(scope);
                 }
@@ -1076,7 +1173,10 @@ impl<'a> Run<'a> {
                 boundary_node.node.as_event().map(|e| &e.position),
                 Some(EventPosition::Boundary { cancel_activity: true, .. })
             );
-            self.open_trigger(key, boundary_node, interrupting)?;
+            if let Err(failure) = self.open_trigger(key, boundary_node, interrupting) {
+                self.close_triggers(key);
+                return Err(failure);
+            }
         }
         Ok(())
     }
@@ -1094,7 +1194,10 @@ impl<'a> Run<'a> {
                     continue;
                 };
                 if let Err(failure) = self.open_trigger(scope, node, *interrupting) {
-                    self.incident(scope, failure.kind, failure.message);
+                    // None of the scope's event sub-process triggers stay half-open; the retry opens all.
+                    self.close_event_subprocess_triggers(scope);
+                    self.incident_then(scope, failure.kind, failure.message, Retry::OpenTriggers);
+                    return;
                 }
             }
         }
@@ -1233,6 +1336,8 @@ impl<'a> Run<'a> {
                     if self.state.joins.contains_key(&owner) {
                         self.emit(Event::JoinsDiscarded { scope: owner });
                     }
+                    // Tokens of the scope already on their way (queued steps) are interrupted too.
+                    self.queue.retain(|step| step.scope() != Some(owner));
                     // The scope's other event sub-process triggers end; its own boundary events stay.
                     self.close_event_subprocess_triggers(owner);
                 } else {
@@ -1332,6 +1437,11 @@ impl<'a> Run<'a> {
     /// A compensation throw in `scope`: the handlers of the activities completed in it (only
     /// `activity_ref` when given) run in reverse completion order; the thrower waits for them.
     fn start_compensation(&mut self, thrower: Key, scope: Key, activity_ref: Option<&ElementId>) {
+        // Thrown inside an event sub-process, compensation is for the scope the event sub-process is in.
+        let scope = match self.state.elements.get(&scope) {
+            Some(element) if element.element_type == "subProcess(event)" => element.scope.unwrap_or(scope),
+            _ => scope,
+        };
         let pending: Vec<Json> = self
             .state
             .compensations
@@ -1370,7 +1480,13 @@ impl<'a> Run<'a> {
                 handler: handler.clone(),
             });
             let key = self.next_key();
-            let element_type = self.node(&handler).map_or("task", |n| n.node.type_name()).to_owned();
+            let handler_node = self.node(&handler);
+            let is_loop = handler_node
+                .and_then(|n| n.node.as_activity())
+                .is_some_and(|activity| activity.loop_characteristics.is_some());
+            let element_type =
+                if is_loop { BODY } else { handler_node.map_or("task", |n| n.node.type_name()) };
+            let element_type = element_type.to_owned();
             self.emit(Event::ElementActivated { key, element: handler, element_type, scope: Some(scope) });
             self.set_local(key, VariableMap::from([(COMPENSATION_FOR.to_owned(), Json::from(thrower.0))]));
             self.queue.push_back(Step::Run { key });
@@ -1890,7 +2006,7 @@ impl<'a> Run<'a> {
             Some(ActivityKind::SubProcess(SubProcess { kind: SubProcessKind::Event, .. }))
         );
         if let Err(failure) = self.apply_outputs(scope, node, parent, VariableMap::new()) {
-            self.incident(scope, failure.kind, failure.message);
+            self.incident_then(scope, failure.kind, failure.message, Retry::Outputs);
             return;
         }
         if is_event_subprocess {

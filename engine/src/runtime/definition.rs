@@ -238,6 +238,20 @@ impl ProcessDefinition {
                         queue.push_back(flow.flow.source.clone());
                     }
                 }
+                // A link catch's token comes from the link throws of the same name in its scope.
+                if let (Some(name), Some(Event { position: EventPosition::IntermediateCatch, .. })) =
+                    (&node.link, node.node.as_event())
+                {
+                    for other in self.nodes.values() {
+                        let is_throw = matches!(
+                            other.node.as_event().map(|e| &e.position),
+                            Some(EventPosition::IntermediateThrow)
+                        );
+                        if is_throw && other.scope == node.scope && other.link.as_ref() == Some(name) {
+                            queue.push_back(other.node.id.clone());
+                        }
+                    }
+                }
                 // A boundary event's token comes from its host activity.
                 if let Some(Event { position: EventPosition::Boundary { attached_to, .. }, .. }) =
                     node.node.as_event()

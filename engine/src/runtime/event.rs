@@ -74,6 +74,8 @@ pub enum Retry {
     Outputs,
     /// Evaluate a loop's completion / loop condition again and continue the loop.
     ContinueLoop,
+    /// Open the event sub-process triggers of the scope again.
+    OpenTriggers,
 }
 
 /// What happened, with everything an auditor needs to understand the step.

@@ -174,12 +174,20 @@ impl Instance {
                 );
             }
             Event::ElementCompleted { key, .. } | Event::ElementTerminated { key, .. } => {
-                self.elements.remove(key);
+                let removed = self.elements.remove(key);
                 self.calls.remove(key);
                 if Some(*key) != self.root {
                     self.variables.remove(key);
                     self.joins.remove(key);
-                    self.compensations.retain(|compensation| compensation.scope != *key);
+                    match (event, removed.and_then(|element| element.scope)) {
+                        // A completed sub-process's activities stay compensable from its enclosing scope.
+                        (Event::ElementCompleted { .. }, Some(parent)) => {
+                            for compensation in self.compensations.iter_mut().filter(|c| c.scope == *key) {
+                                compensation.scope = parent;
+                            }
+                        }
+                        _ => self.compensations.retain(|compensation| compensation.scope != *key),
+                    }
                 }
             }
             Event::SequenceFlowTaken { .. } => {}
@@ -330,6 +338,10 @@ impl Instance {
             }
             Event::ErrorThrown { .. } | Event::EscalationThrown { .. } => {}
             Event::IncidentRaised { incident, element_instance, element, kind, message, job, retry } => {
+                if *kind == IncidentKind::CalledProcessNotFound {
+                    // The call no longer waits for a child until the incident's retry asks again.
+                    self.calls.remove(element_instance);
+                }
                 self.claim(*incident);
                 self.incidents.insert(
                     *incident,
