@@ -11,6 +11,7 @@
 pub mod keys;
 pub mod kv;
 pub mod memory;
+pub mod sled;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};

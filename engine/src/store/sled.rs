@@ -1,0 +1,213 @@
+//! The sled 0.34 backend: one sled tree per [`Tree`], batches written in one multi-tree transaction and
+//! flushed before `apply` returns. The only module of govflow that names sled; nothing sled leaks out.
+//!
+//! # Contract
+//! - `apply` writes all its items in one sled transaction over every tree, so after a crash either the
+//!   whole batch is on disk or none of it; it then calls `Db::flush`, which writes sled's buffers and
+//!   fsyncs them, and only then returns. sled's own background flush (every 500 ms by default) is never
+//!   relied on: a batch `apply` has returned for survives `kill -9` and power loss.
+//! - Readers (`get`, `scan`) and `apply` exclude each other through `commit_lock`, held by `apply` until the
+//!   flush is done. A reader therefore sees a batch either completely or not at all (sled's own iterators
+//!   are not snapshots: a scan running across a commit could see half of it), and never sees a batch that
+//!   is not yet durable — so nothing can act on data a crash could still take back.
+//! - The transaction closure is pure (it only replays the prepared writes into the transactional trees),
+//!   because sled re-runs it on a conflict.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::keys::Tree;
+use super::kv::{Kv, KvStore, Write};
+use super::{Result, StoreError};
+
+/// A sled database with one sled tree per logical [`Tree`], in the order of [`Tree::ALL`].
+pub struct SledKv {
+    db: sled::Db,
+    trees: [sled::Tree; 8],
+    /// sled's log file, for a real `fsync` after `Db::flush` (see `apply`).
+    log: File,
+    /// Makes a batch's visibility and durability one step for readers (see the module's `# Contract`).
+    commit_lock: RwLock<()>,
+}
+
+impl fmt::Debug for SledKv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // sled's own `Debug` prints every key and value of every tree.
+        f.debug_struct("SledKv").field("trees", &Tree::ALL.map(Tree::name)).finish_non_exhaustive()
+    }
+}
+
+fn backend(what: impl fmt::Display, error: impl fmt::Display) -> StoreError {
+    StoreError::Backend(format!("sled: {what}: {error}"))
+}
+
+/// Where `tree` sits in `Tree::ALL` (and so in `SledKv::trees` and in a transaction's views).
+fn position(tree: Tree) -> Result<usize> {
+    Tree::ALL
+        .iter()
+        .position(|candidate| *candidate == tree)
+        .ok_or_else(|| StoreError::Backend(format!("sled: tree {} is not in Tree::ALL", tree.name())))
+}
+
+impl SledKv {
+    /// Opens (creating if needed) the sled database in directory `path` and its trees.
+    pub fn open(path: &Path) -> Result<SledKv> {
+        let shown = path.display();
+        std::fs::create_dir_all(path).map_err(|error| backend(format!("cannot create {shown}"), error))?;
+        let db =
+            open_db(path).map_err(|error| backend(format!("cannot open the database at {shown}"), error))?;
+        let mut trees = Vec::with_capacity(Tree::ALL.len());
+        for tree in Tree::ALL {
+            trees.push(
+                db.open_tree(tree.name()).map_err(|error| {
+                    backend(format!("cannot open tree {} at {shown}", tree.name()), error)
+                })?,
+            );
+        }
+        let trees = trees
+            .try_into()
+            .map_err(|_| StoreError::Backend("sled: Tree::ALL does not have 8 trees".to_owned()))?;
+        // Never written through: only synced. sled 0.34 keeps all its data in this one log file.
+        let log_path = path.join(LOG_FILE);
+        let log =
+            OpenOptions::new().read(true).write(true).open(&log_path).map_err(|error| {
+                backend(format!("cannot open sled's log file {}", log_path.display()), error)
+            })?;
+        Ok(SledKv { db, trees, log, commit_lock: RwLock::new(()) })
+    }
+
+    fn tree(&self, tree: Tree) -> Result<&sled::Tree> {
+        self.trees
+            .get(position(tree)?)
+            .ok_or_else(|| StoreError::Backend(format!("sled: tree {} is not open", tree.name())))
+    }
+
+    fn read_lock(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.commit_lock.read().map_err(|_| poisoned())
+    }
+
+    fn write_lock(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        self.commit_lock.write().map_err(|_| poisoned())
+    }
+}
+
+/// The file in the store directory where sled 0.34 writes its log (and takes its lock).
+const LOG_FILE: &str = "db";
+
+/// How long `open` waits for a directory lock that sled itself still holds (see [`open_db`]).
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens the sled database, waiting a bounded time for sled 0.34 to release its own directory lock.
+///
+/// Dropping the last `Db` handle does not release the lock at once: sled's IO threads still hold the file
+/// until they finish (spacejam/sled#1234, #1289), so reopening a store this process has just closed can
+/// fail with "could not acquire lock". Only that error is retried, with backoff; a store held by another
+/// live process keeps its lock for far longer than the wait and is still refused.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_RELEASE_WAIT;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("sled: a writer panicked while holding the commit lock".to_owned())
+}
+
+impl Kv for SledKv {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _read = self.read_lock()?;
+        self.tree(tree)?
+            .get(key)
+            .map(|value| value.map(|value| value.to_vec()))
+            .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if limit == 0 || to.is_some_and(|to| to <= from) {
+            return Ok(Vec::new());
+        }
+        let _read = self.read_lock()?;
+        let sled_tree = self.tree(tree)?;
+        let entries = match to {
+            Some(to) => sled_tree.range(from..to),
+            None => sled_tree.range(from..),
+        };
+        entries
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))
+            })
+            .collect()
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let n_writes = writes.len();
+        // Resolve trees before the transaction so that its closure cannot fail but for sled's reasons.
+        let prepared = writes
+            .into_iter()
+            .map(|write| match write {
+                Write::Put(tree, key, value) => Ok((position(tree)?, key, Some(value))),
+                Write::Delete(tree, key) => Ok((position(tree)?, key, None)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _write = self.write_lock()?;
+        let result = self.trees[..].transaction(|views| {
+            for (index, key, value) in &prepared {
+                let view = views.get(*index).ok_or(ConflictableTransactionError::Abort(*index))?;
+                match value {
+                    Some(value) => view.insert(key.as_slice(), value.as_slice())?,
+                    None => view.remove(key.as_slice())?,
+                };
+            }
+            Ok(())
+        });
+        result.map_err(|error| match error {
+            TransactionError::Abort(index) => {
+                StoreError::Backend(format!("sled: the transaction has no tree at position {index}"))
+            }
+            TransactionError::Storage(error) => {
+                backend(format!("cannot write a batch of {n_writes} writes"), error)
+            }
+        })?;
+        let not_durable = |error: &dyn fmt::Display| {
+            backend(format!("cannot flush a batch of {n_writes} writes (it may not be durable)"), error)
+        };
+        self.db.flush().map_err(|error| not_durable(&error))?;
+        // On Linux sled 0.34 ends its flush with `sync_file_range`, which neither writes the file's
+        // metadata nor flushes the device's write cache; `fdatasync` on the same file does both.
+        self.log.sync_data().map_err(|error| not_durable(&error))?;
+        Ok(())
+    }
+}
+
+/// Opens (creating if needed) the sled store in directory `path`, checking or writing its format version.
+pub fn open_sled(path: &Path) -> Result<KvStore<SledKv>> {
+    KvStore::open(SledKv::open(path)?, &path.display().to_string())
+}
