@@ -838,7 +838,14 @@ mod tests {
             format!("{}true", "some a in [1] satisfies ".repeat(n / 2)),
             format!("{}1", "for a in [1] return ".repeat(n / 2)),
         ] {
-            let expression = parse_expression(&source).unwrap();
+            let expression = match parse_expression(&source) {
+                Ok(expression) => expression,
+                // Wordy forms hit the term limit before the depth limit: refused before dsntk sees them.
+                Err(error) => {
+                    assert!(error.message.contains("terms"), "{error}");
+                    continue;
+                }
+            };
             assert!(!deeper_than(&expression.ast, MAX_AST_DEPTH), "{source}");
             assert!(deeper_than(&expression.ast, n / 2), "{source}");
             assert!(evaluate(&expression, &vars, now()).is_ok(), "{source}");
@@ -848,7 +855,8 @@ mod tests {
         let too_deep = parse_expression(&format!("1{}", "+1".repeat(MAX_AST_DEPTH))).unwrap_err();
         assert!(too_deep.message.contains("nested more than 100 levels deep"), "{too_deep}");
         let chained_ifs = format!("={}0", "if false then 1 else ".repeat(MAX_AST_DEPTH));
-        assert!(evaluate_value(&chained_ifs, &none, now()).unwrap_err().message.contains("nested more than"));
+        let refused = evaluate_value(&chained_ifs, &none, now()).unwrap_err().message;
+        assert!(refused.contains("nested more than") || refused.contains("terms"), "{refused}");
         let deep = to_feel(&nested_arrays(MAX_DEPTH * 4));
         assert!(to_json(&deep).is_err());
     }
