@@ -33,6 +33,8 @@ pub trait Kv: Send + Sync {
 #[derive(Debug)]
 pub struct KvStore<K> {
     kv: K,
+    /// Serialises instance-key allocation (read, then write) so no key is handed out twice.
+    keys: std::sync::Mutex<()>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -79,7 +81,7 @@ impl<K: Kv> KvStore<K> {
                 }
             }
         }
-        Ok(KvStore { kv })
+        Ok(KvStore { kv, keys: std::sync::Mutex::new(()) })
     }
 
     pub fn kv(&self) -> &K {
@@ -101,11 +103,15 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn deployments(&self) -> Result<Vec<Deployment>> {
-        self.kv
+        let mut deployments = self
+            .kv
             .scan(Tree::Deployments, &[], None, usize::MAX)?
             .iter()
             .map(|(_, v)| decode("deployment", v))
-            .collect()
+            .collect::<Result<Vec<Deployment>>>()?;
+        // Keys order by id length first (length-prefixed strings); the contract is text order.
+        deployments.sort_by(|a, b| (&a.process_id, a.version).cmp(&(&b.process_id, b.version)));
+        Ok(deployments)
     }
 
     fn deployment(&self, process_id: &str, version: u32) -> Result<Option<Deployment>> {
@@ -116,8 +122,9 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn next_instance_key(&self) -> Result<InstanceKey> {
-        // Read-then-write under the caller's serialisation (the engine allocates keys on one task);
-        // the durable write happens before the key is used, so a crash never reuses one.
+        // Read-then-write under this store's key lock; the durable write happens before the key is used,
+        // so neither a concurrent caller nor a crash ever reuses one.
+        let _keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = match self.kv.get(Tree::Meta, keys::NEXT_INSTANCE)? {
             Some(bytes) => {
                 keys::read_u64(&bytes, 0).ok_or_else(|| StoreError::Corrupt("instance counter".into()))?
@@ -221,11 +228,14 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn due_timers(&self, until: DateTime<FixedOffset>, limit: usize) -> Result<Vec<TimerEntry>> {
-        self.kv
+        let entries: Vec<TimerEntry> = self
+            .kv
             .scan(Tree::Timers, &[], Some(&keys::timers_until(&until)), limit)?
             .iter()
             .map(|(_, value)| decode("timer", value))
-            .collect()
+            .collect::<Result<_>>()?;
+        // Keys keep milliseconds; a timer due later within the same millisecond is not due yet.
+        Ok(entries.into_iter().filter(|entry| entry.due <= until).collect())
     }
 
     fn jobs(&self, job_type: Option<&str>, limit: usize) -> Result<Vec<JobEntry>> {

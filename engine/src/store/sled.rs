@@ -3,15 +3,23 @@
 //!
 //! # Contract
 //! - `apply` writes all its items in one sled transaction over every tree, so after a crash either the
-//!   whole batch is on disk or none of it; it then calls `Db::flush`, which writes sled's buffers and
-//!   fsyncs them, and only then returns. sled's own background flush (every 500 ms by default) is never
-//!   relied on: a batch `apply` has returned for survives `kill -9` and power loss.
+//!   whole batch is there or none of it. It then calls `Db::flush` (sled's buffers to the file) and
+//!   `fdatasync`s sled's log file, and only then returns: sled's background flush (every 500 ms by
+//!   default) is never relied on. A batch `apply` returned for survives `kill -9`, and power loss as far as
+//!   the log goes. sled 0.34 writes page fragments (in practice: values) over about 128 KiB, a quarter
+//!   of its 512 KiB segment, to separate blob files that it never fsyncs; those survive `kill -9` but not
+//!   necessarily power loss.
+//! - If the flush or the sync fails, `apply` returns the error, but the batch may already be visible
+//!   without being durable: treat the store as failed and reopen it.
 //! - Readers (`get`, `scan`) and `apply` exclude each other through `commit_lock`, held by `apply` until the
-//!   flush is done. A reader therefore sees a batch either completely or not at all (sled's own iterators
-//!   are not snapshots: a scan running across a commit could see half of it), and never sees a batch that
-//!   is not yet durable — so nothing can act on data a crash could still take back.
+//!   sync is done. A reader therefore sees a batch either completely or not at all (sled's own iterators
+//!   are not snapshots: a scan running across a commit sees part of it), and never sees a batch that is
+//!   not yet durable — so nothing can act on data a crash could still take back.
 //! - The transaction closure is pure (it only replays the prepared writes into the transactional trees),
 //!   because sled re-runs it on a conflict.
+//! - A directory is open in one `SledKv` at a time (sled locks it). Reopening waits up to
+//!   `LOCK_RELEASE_WAIT` for the lock a just-dropped `SledKv` of this process still holds; a directory open
+//!   elsewhere is refused with a backend error.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
