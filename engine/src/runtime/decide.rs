@@ -315,6 +315,11 @@ impl<'a> Run<'a> {
                     .is_some_and(|n| !n.outputs.is_empty());
                 let result =
                     if propagate_all || has_outputs { variables.clone() } else { VariableMap::new() };
+                // The child is done: the call no longer waits (a second completion is rejected).
+                self.emit(Event::ChildInstanceCompleted {
+                    element_instance: *element_instance,
+                    variables: variables.clone(),
+                });
                 self.queue.push_back(Step::Complete { key: *element_instance, result });
                 Ok(())
             }
@@ -949,6 +954,17 @@ impl<'a> Run<'a> {
                         self.emit(Event::JoinsDiscarded { scope });
                     }
                     self.queue.retain(|step| step.scope() != Some(scope));
+                    // The scope ends: its own open incidents (e.g. a failed trigger) end with it.
+                    let incidents: Vec<Key> = self
+                        .state
+                        .incidents
+                        .values()
+                        .filter(|i| i.element_instance == scope)
+                        .map(|i| i.key)
+                        .collect();
+                    for incident in incidents {
+                        self.emit(Event::IncidentResolved { incident });
+                    }
                     self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
                     self.complete_scope(scope);
                 }
@@ -2097,6 +2113,15 @@ impl<'a> Run<'a> {
                 Some(_) => None,
             }
         };
+        // The elements of the thrower's ancestors: an event sub-process that is running one of them does
+        // not catch what is thrown inside itself (the error goes further out).
+        let mut running = Vec::new();
+        let mut walk = Some(from);
+        while let Some(k) = walk {
+            let Some(element) = self.state.elements.get(&k) else { break };
+            running.push(element.element.clone());
+            walk = element.scope;
+        }
         let mut current = Some(from);
         while let Some(key) = current {
             let instance = self.state.elements.get(&key)?;
@@ -2113,7 +2138,7 @@ impl<'a> Run<'a> {
             if let Some(scope_def) =
                 scope_id.as_ref().and_then(|id| self.definition.scope(id)).filter(|_| key != from)
             {
-                for subprocess in &scope_def.event_subprocesses {
+                for subprocess in scope_def.event_subprocesses.iter().filter(|id| !running.contains(id)) {
                     for start in
                         self.definition.scope(subprocess).map(|s| s.nodes.clone()).unwrap_or_default()
                     {

@@ -265,6 +265,11 @@ pub enum Event {
         process_id: String,
         variables: VariableMap,
     },
+    /// The child instance of a call activity completed with `variables`.
+    ChildInstanceCompleted {
+        element_instance: Key,
+        variables: VariableMap,
+    },
     /// The call activity ended before its child: the shell cancels the child instance.
     ChildInstanceCancelRequested {
         element_instance: Key,
@@ -326,6 +331,7 @@ impl Event {
             Event::CompensationRecorded { .. } => "CompensationRecorded",
             Event::ChildInstanceRequested { .. } => "ChildInstanceRequested",
             Event::ChildInstanceCancelRequested { .. } => "ChildInstanceCancelRequested",
+            Event::ChildInstanceCompleted { .. } => "ChildInstanceCompleted",
             Event::CompensationStarted { .. } => "CompensationStarted",
             Event::InstanceCompleted { .. } => "InstanceCompleted",
             Event::InstanceCancelled => "InstanceCancelled",

@@ -362,7 +362,8 @@ impl Instance {
             Event::ChildInstanceRequested { element_instance, process_id, .. } => {
                 self.calls.insert(*element_instance, process_id.clone());
             }
-            Event::ChildInstanceCancelRequested { element_instance } => {
+            Event::ChildInstanceCancelRequested { element_instance }
+            | Event::ChildInstanceCompleted { element_instance, .. } => {
                 self.calls.remove(element_instance);
             }
             Event::CompensationStarted { element_instance, .. } => {
