@@ -829,7 +829,7 @@ struct TableNames {
 impl TableNames {
     fn of(cells: &[Cell<'_>]) -> TableNames {
         let all_text: String = cells.iter().map(|cell| cell.text.as_str()).collect::<Vec<_>>().join("\n");
-        let protected: BTreeSet<&str> = MULTI_WORD_BUILTINS
+        let protected: BTreeSet<&str> = crate::feel::MULTI_WORD_BUILTINS
             .iter()
             .filter(|builtin| all_text.contains(*builtin))
             .flat_map(|builtin| builtin.split(' '))
@@ -839,7 +839,10 @@ impl TableNames {
         for cell in cells {
             for word in scan(&cell.text).words {
                 let is_identifier = word.text.chars().next().is_some_and(|first| !first.is_ascii_digit());
-                if is_identifier && !KEYWORDS.contains(&word.text) && !protected.contains(word.text) {
+                if is_identifier
+                    && !crate::feel::KEYWORDS.contains(&word.text)
+                    && !protected.contains(word.text)
+                {
                     declared.insert(word.text.to_owned());
                 }
                 if word.called {
@@ -1039,65 +1042,6 @@ fn clean_message(message: &str) -> String {
     };
     abbreviate(message)
 }
-
-/// FEEL's reserved words, never variable names (as in `crate::feel`, where the list is private).
-const KEYWORDS: &[&str] = &[
-    "if",
-    "then",
-    "else",
-    "for",
-    "in",
-    "return",
-    "some",
-    "every",
-    "satisfies",
-    "and",
-    "or",
-    "not",
-    "function",
-    "between",
-    "instance",
-    "of",
-    "true",
-    "false",
-    "null",
-    "external",
-];
-
-/// Multi-word names of FEEL built-in functions; their words stay undeclared when a table uses them, so the
-/// parser still recognises the function (as in `crate::feel`, where the list is private).
-const MULTI_WORD_BUILTINS: &[&str] = &[
-    "date and time",
-    "years and months duration",
-    "days and time duration",
-    "string length",
-    "upper case",
-    "lower case",
-    "substring before",
-    "substring after",
-    "starts with",
-    "ends with",
-    "list contains",
-    "insert before",
-    "index of",
-    "distinct values",
-    "get value",
-    "get entries",
-    "day of year",
-    "day of week",
-    "month of year",
-    "week of year",
-    "is defined",
-    "get or else",
-    "context put",
-    "context merge",
-    "string join",
-    "last day of month",
-    "list replace",
-    "is empty",
-    "from json",
-    "to json",
-];
 
 #[cfg(test)]
 mod tests {

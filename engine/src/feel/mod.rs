@@ -138,7 +138,8 @@ fn nesting(source: &str) -> usize {
     deepest
 }
 
-const KEYWORDS: &[&str] = &[
+/// FEEL's keywords: never declared as names.
+pub(crate) const KEYWORDS: &[&str] = &[
     "if",
     "then",
     "else",
@@ -163,7 +164,7 @@ const KEYWORDS: &[&str] = &[
 
 /// Multi-word names of FEEL built-in functions (and Camunda's extensions); their words must stay
 /// undeclared so the parser can still recognise the function name.
-const MULTI_WORD_BUILTINS: &[&str] = &[
+pub(crate) const MULTI_WORD_BUILTINS: &[&str] = &[
     "date and time",
     "years and months duration",
     "days and time duration",

@@ -1221,42 +1221,12 @@ impl<'a> Run<'a> {
 
     /// Closes the triggers of event sub-process start events opened for scope instance `scope`.
     fn close_event_subprocess_triggers(&mut self, scope: Key) {
-        let is_start = |run: &Self, element: &ElementId| {
+        self.close_triggers_where(scope, |run, element| {
             matches!(
                 run.node(element).and_then(|n| n.node.as_event()).map(|e| &e.position),
                 Some(EventPosition::Start { .. })
             )
-        };
-        let timers: Vec<Key> = self
-            .state
-            .timers
-            .values()
-            .filter(|t| t.element_instance == scope && is_start(self, &t.element))
-            .map(|t| t.key)
-            .collect();
-        for timer in timers {
-            self.emit(Event::TimerCancelled { timer });
-        }
-        let messages: Vec<Key> = self
-            .state
-            .message_subscriptions
-            .values()
-            .filter(|s| s.element_instance == scope && is_start(self, &s.element))
-            .map(|s| s.key)
-            .collect();
-        for subscription in messages {
-            self.emit(Event::MessageSubscriptionClosed { subscription });
-        }
-        let signals: Vec<Key> = self
-            .state
-            .signal_subscriptions
-            .values()
-            .filter(|s| s.element_instance == scope && is_start(self, &s.element))
-            .map(|s| s.key)
-            .collect();
-        for subscription in signals {
-            self.emit(Event::SignalSubscriptionClosed { subscription });
-        }
+        });
     }
 
     fn due(&self, owner: Key, timer: &TimerExpr, fired: u32) -> Result<DateTime<FixedOffset>, Failure> {
@@ -1287,8 +1257,18 @@ impl<'a> Run<'a> {
     }
 
     fn close_triggers(&mut self, owner: Key) {
-        let timers: Vec<Key> =
-            self.state.timers.values().filter(|t| t.element_instance == owner).map(|t| t.key).collect();
+        self.close_triggers_where(owner, |_, _| true);
+    }
+
+    /// Closes the timers and subscriptions of element instance `owner` whose element `only` accepts.
+    fn close_triggers_where(&mut self, owner: Key, only: impl Fn(&Self, &ElementId) -> bool) {
+        let timers: Vec<Key> = self
+            .state
+            .timers
+            .values()
+            .filter(|t| t.element_instance == owner && only(self, &t.element))
+            .map(|t| t.key)
+            .collect();
         for timer in timers {
             self.emit(Event::TimerCancelled { timer });
         }
@@ -1296,7 +1276,7 @@ impl<'a> Run<'a> {
             .state
             .message_subscriptions
             .values()
-            .filter(|s| s.element_instance == owner)
+            .filter(|s| s.element_instance == owner && only(self, &s.element))
             .map(|s| s.key)
             .collect();
         for subscription in messages {
@@ -1306,7 +1286,7 @@ impl<'a> Run<'a> {
             .state
             .signal_subscriptions
             .values()
-            .filter(|s| s.element_instance == owner)
+            .filter(|s| s.element_instance == owner && only(self, &s.element))
             .map(|s| s.key)
             .collect();
         for subscription in signals {
