@@ -152,8 +152,14 @@ impl<S: Store> Engine<S> {
 
     fn load(&self, deployment: &Deployment) -> Result<()> {
         if deployment.resource_name.ends_with(".dmn") {
-            let model = DecisionModel::parse(&deployment.xml).map_err(EngineError::Invalid)?;
-            lock(&self.decisions).push(Arc::new(model));
+            let model = Arc::new(DecisionModel::parse(&deployment.xml).map_err(EngineError::Invalid)?);
+            lock(&self.decisions).push(Arc::clone(&model));
+            // Processes deployed earlier can call the new decisions too.
+            let mut definitions = lock(&self.definitions);
+            for definition in definitions.values_mut() {
+                *definition =
+                    Arc::new(ProcessDefinition::clone(definition).with_decisions([Arc::clone(&model)]));
+            }
             return Ok(());
         }
         let parsed = crate::check(&deployment.xml);
@@ -475,6 +481,24 @@ mod tests {
         let records = engine.store().records(instance, 1, usize::MAX).unwrap();
         assert_eq!(records[0].actor, registrar);
         assert!(!engine.store().outbox(100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decisions_deployed_after_a_process_are_callable() {
+        let (engine, _) = engine();
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/runtime/models/");
+        let bpmn = std::fs::read(format!("{root}relief-decision.bpmn")).unwrap();
+        let dmn = std::fs::read(format!("{root}farmer-relief-eligibility.dmn")).unwrap();
+        engine.deploy("relief-decision.bpmn", &bpmn, &Actor::engine()).unwrap();
+        engine.deploy("farmer-relief-eligibility.dmn", &dmn, &Actor::engine()).unwrap();
+        let variables: VariableMap = serde_json::from_value(serde_json::json!(
+            {"income": 45000, "householdSize": 4, "damageLevel": "total"}
+        ))
+        .unwrap();
+        let instance = engine.start("eligibility", variables, None, &Actor::engine()).unwrap();
+        let stored = engine.instance(instance).unwrap();
+        let root_vars = stored.state.variables.get(&stored.state.root.unwrap()).unwrap();
+        assert_eq!(root_vars["decision"], serde_json::json!({"eligible": true, "amount": 28000}));
     }
 
     #[test]
