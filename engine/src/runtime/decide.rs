@@ -334,6 +334,11 @@ impl<'a> Run<'a> {
                 if !self.state.calls.contains_key(element_instance) {
                     return Err(Rejection::NoSuchCall(*element_instance));
                 }
+                // The child is over: the call no longer waits (a late completion is rejected).
+                self.emit(Event::ChildInstanceFailed {
+                    element_instance: *element_instance,
+                    error_code: error_code.clone(),
+                });
                 self.throw_error(*element_instance, error_code, message);
                 Ok(())
             }

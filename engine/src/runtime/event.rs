@@ -270,6 +270,11 @@ pub enum Event {
         element_instance: Key,
         variables: VariableMap,
     },
+    /// The child instance of a call activity ended with an unhandled BPMN error.
+    ChildInstanceFailed {
+        element_instance: Key,
+        error_code: String,
+    },
     /// The call activity ended before its child: the shell cancels the child instance.
     ChildInstanceCancelRequested {
         element_instance: Key,
@@ -332,6 +337,7 @@ impl Event {
             Event::ChildInstanceRequested { .. } => "ChildInstanceRequested",
             Event::ChildInstanceCancelRequested { .. } => "ChildInstanceCancelRequested",
             Event::ChildInstanceCompleted { .. } => "ChildInstanceCompleted",
+            Event::ChildInstanceFailed { .. } => "ChildInstanceFailed",
             Event::CompensationStarted { .. } => "CompensationStarted",
             Event::InstanceCompleted { .. } => "InstanceCompleted",
             Event::InstanceCancelled => "InstanceCancelled",

@@ -144,7 +144,7 @@ impl Instance {
     }
 
     fn claim(&mut self, key: Key) {
-        self.next_key = self.next_key.max(key.0 + 1);
+        self.next_key = self.next_key.max(key.0.saturating_add(1));
     }
 
     /// Folds one event into the state. Infallible: an event that refers to something absent changes
@@ -363,7 +363,8 @@ impl Instance {
                 self.calls.insert(*element_instance, process_id.clone());
             }
             Event::ChildInstanceCancelRequested { element_instance }
-            | Event::ChildInstanceCompleted { element_instance, .. } => {
+            | Event::ChildInstanceCompleted { element_instance, .. }
+            | Event::ChildInstanceFailed { element_instance, .. } => {
                 self.calls.remove(element_instance);
             }
             Event::CompensationStarted { element_instance, .. } => {
