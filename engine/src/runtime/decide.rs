@@ -402,7 +402,7 @@ impl<'a> Run<'a> {
                         let body = incident_state.element_instance;
                         if let Some(node) = self.state.elements.get(&body).and_then(|e| self.node(&e.element))
                         {
-                            if let Err(failure) = self.continue_loop(body, node) {
+                            if let Err(failure) = self.continue_loop(body, node, None) {
                                 self.incident_then(body, failure.kind, failure.message, Retry::ContinueLoop);
                             }
                         }
@@ -1637,13 +1637,14 @@ impl<'a> Run<'a> {
     }
 
     /// The variables a loop's conditions see: the body's, plus the counters under Zeebe's names.
-    fn loop_view(&self, body: Key) -> Variables {
-        let mut visible = self.visible(body);
+    fn loop_view(&self, base: Key, body: Key) -> Variables {
+        let mut visible = self.visible(base);
         let completed = self.counter(body, N_COMPLETED);
         visible.insert("numberOfInstances".to_owned(), Json::from(self.counter(body, N_INSTANCES)));
         visible.insert("numberOfCompletedInstances".to_owned(), Json::from(completed));
         visible.insert("numberOfActiveInstances".to_owned(), Json::from(self.counter(body, N_ACTIVE)));
-        visible.insert("loopCounter".to_owned(), Json::from(completed));
+        // An iteration's own loopCounter wins; for the body alone, the number of iterations done.
+        visible.entry("loopCounter".to_owned()).or_insert_with(|| Json::from(completed));
         visible
     }
 
@@ -1700,8 +1701,6 @@ impl<'a> Run<'a> {
                     }
                     self.set_local(body, VariableMap::from([(collection, Json::Array(items))]));
                 }
-                self.close_triggers(key);
-                self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
                 let active = self.counter(body, N_ACTIVE).saturating_sub(1);
                 let completed = self.counter(body, N_COMPLETED).saturating_add(1);
                 self.set_local(
@@ -1711,6 +1710,15 @@ impl<'a> Run<'a> {
                         (N_COMPLETED.to_owned(), Json::from(completed)),
                     ]),
                 );
+                // As in Zeebe, the completion condition reads the iteration that just finished.
+                let condition = self.completion_condition(multi, key, body);
+                self.close_triggers(key);
+                self.emit(Event::ElementCompleted { key, element: node.node.id.clone() });
+                let result = condition.and_then(|met| self.continue_loop(body, node, Some(met)));
+                if let Err(failure) = result {
+                    self.incident_then(body, failure.kind, failure.message, Retry::ContinueLoop);
+                }
+                return;
             }
             Some(LoopCharacteristics::Standard(_)) => {
                 self.close_triggers(key);
@@ -1720,33 +1728,38 @@ impl<'a> Run<'a> {
             }
             None => return,
         }
-        if let Err(failure) = self.continue_loop(body, node) {
+        if let Err(failure) = self.continue_loop(body, node, None) {
             self.incident_then(body, failure.kind, failure.message, Retry::ContinueLoop);
+        }
+    }
+
+    /// Evaluates a multi-instance completion condition over `base`'s variables and the body's counters.
+    fn completion_condition(&self, multi: &MultiInstance, base: Key, body: Key) -> Result<bool, Failure> {
+        let Some(condition) = &multi.completion_condition else { return Ok(false) };
+        match &*self.definition.expression(&condition.text).map_err(Failure::expression)? {
+            Expr::Feel(expression) => {
+                eval::evaluate_condition(expression, &self.loop_view(base, body), self.now).map_err(|error| {
+                    Failure {
+                        kind: IncidentKind::ExpressionFailed,
+                        message: format!("completionCondition: {error}"),
+                    }
+                })
+            }
+            Expr::Literal(_) => Ok(false),
         }
     }
 
     /// After an iteration ended: complete the body when all are done or the condition says so, else start
     /// the next iteration (sequential multi-instance, standard loop).
-    fn continue_loop(&mut self, body: Key, node: &Node) -> Result<(), Failure> {
+    fn continue_loop(&mut self, body: Key, node: &Node, evaluated: Option<bool>) -> Result<(), Failure> {
         let Some(activity) = node.node.as_activity() else { return Ok(()) };
         match &activity.loop_characteristics {
             Some(LoopCharacteristics::MultiInstance(multi)) => {
                 let total = self.counter(body, N_INSTANCES);
                 let completed = self.counter(body, N_COMPLETED);
-                let condition_met = match &multi.completion_condition {
-                    Some(condition) => {
-                        match &*self.definition.expression(&condition.text).map_err(Failure::expression)? {
-                            Expr::Feel(expression) => {
-                                eval::evaluate_condition(expression, &self.loop_view(body), self.now)
-                                    .map_err(|error| Failure {
-                                        kind: IncidentKind::ExpressionFailed,
-                                        message: format!("completionCondition: {error}"),
-                                    })?
-                            }
-                            Expr::Literal(_) => false,
-                        }
-                    }
-                    None => false,
+                let condition_met = match evaluated {
+                    Some(met) => met,
+                    None => self.completion_condition(multi, body, body)?,
                 };
                 if condition_met || completed >= total {
                     for other in self.state.children(body).map(|c| c.key).collect::<Vec<_>>() {
@@ -1779,7 +1792,7 @@ impl<'a> Run<'a> {
         let Expr::Feel(expression) = &*compiled else {
             return Ok(false);
         };
-        eval::evaluate_condition(expression, &self.loop_view(body), self.now).map_err(|error| Failure {
+        eval::evaluate_condition(expression, &self.loop_view(body, body), self.now).map_err(|error| Failure {
             kind: IncidentKind::ExpressionFailed,
             message: format!("loopCondition: {error}"),
         })
@@ -1807,7 +1820,9 @@ impl<'a> Run<'a> {
         let Some(instance) = self.state.elements.get(&key).cloned() else { return };
         let Some(node) = self.node(&instance.element) else { return };
         let scope = instance.scope.unwrap_or(key);
-        if let Err(failure) = self.apply_outputs(key, node, scope, result) {
+        // An iteration's outputs start from the iteration itself (Zeebe), so its output element sees them.
+        let outputs_from = if self.is_iteration(key) { key } else { scope };
+        if let Err(failure) = self.apply_outputs(key, node, outputs_from, result) {
             self.incident_then(key, failure.kind, failure.message, Retry::Outputs);
             return;
         }
