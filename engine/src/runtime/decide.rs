@@ -1307,8 +1307,10 @@ impl<'a> Run<'a> {
         let event = node.node.as_event();
         let position = event.map(|e| e.position.clone());
         if owner_instance.element == *element {
-            // A catch event or receive task waiting for itself.
-            self.close_triggers(owner);
+            // A catch event or receive task waiting for itself: its own subscription ends now; its boundary
+            // events stay until it has completed (an output-mapping incident keeps them armed).
+            let own = element.clone();
+            self.close_triggers_where(owner, move |_, trigger| *trigger == own);
             self.queue.push_back(Step::Complete { key: owner, result: payload });
             return;
         }
@@ -2135,8 +2137,10 @@ impl<'a> Run<'a> {
             } else {
                 node.map(|n| n.node.id.clone())
             };
-            if let Some(scope_def) =
-                scope_id.as_ref().and_then(|id| self.definition.scope(id)).filter(|_| key != from)
+            if let Some(scope_def) = scope_id
+                .as_ref()
+                .and_then(|id| self.definition.scope(id))
+                .filter(|_| key != from && !self.interrupted(key))
             {
                 for subprocess in scope_def.event_subprocesses.iter().filter(|id| !running.contains(id)) {
                     for start in
@@ -2182,6 +2186,22 @@ impl<'a> Run<'a> {
             current = instance.scope;
         }
         None
+    }
+
+    /// Whether an interrupting event sub-process of scope `scope` is running: the scope is already
+    /// interrupted and its event sub-processes catch nothing more.
+    fn interrupted(&self, scope: Key) -> bool {
+        self.state.children(scope).any(|child| {
+            child.element_type == "subProcess(event)"
+                && self.definition.scope(&child.element).is_some_and(|sub| {
+                    sub.nodes.iter().any(|start| {
+                        matches!(
+                            self.node(start).and_then(|n| n.node.as_event()).map(|e| &e.position),
+                            Some(EventPosition::Start { interrupting: true })
+                        )
+                    })
+                })
+        })
     }
 
     fn catch(&mut self, catcher: Catcher, payload: VariableMap) {
