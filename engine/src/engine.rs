@@ -349,7 +349,8 @@ impl<S: Store> Engine<S> {
                 job_type: job.job_type.clone(),
                 retries: job.retries,
                 headers: job.headers.clone(),
-                variables: job.variables.clone(),
+                // Everything visible to the job now (input-mapped locals included), read at activation.
+                variables: stored.state.visible_variables(job.element_instance).into_iter().collect(),
                 idempotency_key: format!("{}-{}", entry.instance, entry.job),
             });
         }

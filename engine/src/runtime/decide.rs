@@ -1070,7 +1070,7 @@ impl<'a> Run<'a> {
             job_type,
             retries,
             headers: spec.headers.clone(),
-            variables: visible.into_iter().collect(),
+            variables: self.input_locals(key),
         });
     }
 
@@ -1122,7 +1122,7 @@ impl<'a> Run<'a> {
             candidate_users: list(self, &assignment.candidate_users)?,
             form_key: zeebe.form_definition.as_ref().and_then(|f| f.form_key.clone().or(f.form_id.clone())),
             due_date: text(self, &schedule.due_date)?,
-            variables: visible.into_iter().collect(),
+            variables: self.input_locals(key),
         };
         self.emit(event);
         Ok(())
@@ -2213,21 +2213,7 @@ impl<'a> Run<'a> {
 
     /// The variables visible from element instance `key`: every enclosing scope, inner ones winning.
     fn visible(&self, key: Key) -> Variables {
-        let mut chain = Vec::new();
-        let mut current = Some(key);
-        while let Some(k) = current {
-            chain.push(k);
-            current = self.state.elements.get(&k).and_then(|e| e.scope);
-        }
-        let mut visible = Variables::new();
-        for scope in chain.iter().rev() {
-            if let Some(variables) = self.state.variables.get(scope) {
-                for (name, value) in variables.iter().filter(|(name, _)| !name.starts_with(INTERNAL_PREFIX)) {
-                    visible.insert(name.clone(), value.clone());
-                }
-            }
-        }
-        visible
+        self.state.visible_variables(key)
     }
 
     fn set_local(&mut self, scope: Key, variables: VariableMap) {

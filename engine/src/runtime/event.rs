@@ -124,7 +124,8 @@ pub enum Event {
         job_type: String,
         retries: u32,
         headers: BTreeMap<String, String>,
-        /// The job's input: the variables visible to it after input mappings.
+        /// The job's own input: the element's local variables from its input mappings (the rest of what the
+        /// job sees is read from the instance's variables when it is activated, so events stay small).
         variables: VariableMap,
     },
     JobCompleted {

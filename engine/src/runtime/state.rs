@@ -143,6 +143,26 @@ impl Instance {
         self.elements.values().filter(move |element| element.scope == Some(scope))
     }
 
+    /// The variables visible from element instance `key`: every enclosing scope's, inner ones winning;
+    /// engine bookkeeping (`_govflow*`) left out. What a job or user task sees when it is activated.
+    pub fn visible_variables(&self, key: Key) -> serde_json::Map<String, serde_json::Value> {
+        let mut chain = Vec::new();
+        let mut current = Some(key);
+        while let Some(k) = current {
+            chain.push(k);
+            current = self.elements.get(&k).and_then(|e| e.scope);
+        }
+        let mut visible = serde_json::Map::new();
+        for scope in chain.iter().rev() {
+            if let Some(variables) = self.variables.get(scope) {
+                for (name, value) in variables.iter().filter(|(name, _)| !name.starts_with("_govflow")) {
+                    visible.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        visible
+    }
+
     fn claim(&mut self, key: Key) {
         self.next_key = self.next_key.max(key.0.saturating_add(1));
     }
