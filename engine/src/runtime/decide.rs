@@ -498,65 +498,35 @@ impl<'a> Run<'a> {
     }
 
     /// The step budget ran out: the process loops without a wait state. Every token still on its way is
-    /// parked on an element instance with an incident, so an operator can fix the data and retry; none is
-    /// lost.
+    /// parked with an incident so an operator can fix the data and retry; none is lost. Token movements
+    /// (arrivals, leaving, scope checks) still go through the normal steps — they know joins, loop bodies
+    /// and scopes — but no element's work runs: each `Run`, `Complete` or `Finish` becomes an incident that
+    /// retries exactly it. Movement alone cannot loop, so parking ends.
     fn stop_looping(&mut self, next: Step) {
         let message = format!(
             "more than {STEP_BUDGET} steps without reaching a wait state: the process loops without a task, timer \
              or message to wait for"
         );
-        let mut pending: Vec<Step> = std::iter::once(next).chain(self.queue.drain(..)).collect();
-        // Leaving steps become arrivals at their targets.
-        let mut parked = Vec::new();
-        for step in pending.drain(..) {
+        self.queue.push_front(next);
+        while let Some(step) = self.queue.pop_front() {
             match step {
-                Step::Leave { element, scope, flows, .. } => {
-                    for flow_id in flows {
-                        let Some(flow) = self.definition.flow(&flow_id) else { continue };
-                        let target = flow.flow.target.clone();
-                        self.emit(Event::SequenceFlowTaken {
-                            flow: flow_id.clone(),
-                            scope,
-                            source: element.clone(),
-                            target: target.clone(),
-                        });
-                        parked.push(Step::Arrive {
-                            element: target,
-                            scope,
-                            via: Some(flow_id),
-                            triggered: None,
-                        });
-                    }
-                }
-                other => parked.push(other),
-            }
-        }
-        for step in parked {
-            match step {
-                Step::Arrive { element, scope, .. } => {
-                    if !self.state.elements.contains_key(&scope) {
-                        continue;
-                    }
-                    let Some(node) = self.node(&element) else { continue };
-                    let key = self.next_key();
-                    self.emit(Event::ElementActivated {
-                        key,
-                        element: element.clone(),
-                        element_type: node.node.type_name().to_owned(),
-                        scope: Some(scope),
-                    });
-                    self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Run);
-                }
-                Step::Run { key } => {
+                Step::Arrive { .. } | Step::Leave { .. } | Step::CheckScope { .. } => self.step(step),
+                Step::Run { key } if self.state.elements.contains_key(&key) => {
                     self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Run)
                 }
-                Step::Complete { key, .. } => {
+                Step::Complete { key, result } if self.state.elements.contains_key(&key) => {
+                    // Keep what the element produced: the retry applies its outputs again.
+                    let result: VariableMap =
+                        result.into_iter().filter(|(name, _)| !name.starts_with(INTERNAL_PREFIX)).collect();
+                    if !result.is_empty() {
+                        self.set_local(key, result);
+                    }
                     self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Outputs)
                 }
-                Step::Finish { key } => {
+                Step::Finish { key } if self.state.elements.contains_key(&key) => {
                     self.incident_then(key, IncidentKind::Unsupported, message.clone(), Retry::Finish)
                 }
-                Step::Leave { .. } | Step::CheckScope { .. } => {}
+                _ => {}
             }
         }
     }
