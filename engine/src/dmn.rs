@@ -81,7 +81,7 @@ use dsntk_model::{
 use serde_json::Value as Json;
 
 use crate::diagnostics::{has_errors, Code, Diagnostic};
-use crate::feel::eval::{self, to_feel, to_json, Variables, MAX_AST_DEPTH, MAX_DEPTH, NULL_TRACES};
+use crate::feel::eval::{self, to_feel, to_json, Variables, MAX_AST_DEPTH};
 use crate::feel::FeelExpression;
 use crate::model::{ElementId, Position};
 use crate::xml::{self, Limits, Node};
@@ -255,7 +255,7 @@ impl Table {
         let scope = FeelScope::default();
         scope.push(context);
         for (label, input) in &self.inputs {
-            if let Some(message) = first_failure(&input(&scope), 0) {
+            if let Some(message) = eval::first_failure(&input(&scope), 0) {
                 return Err(format!("input '{label}' cannot be evaluated: {}", abbreviate(&message)));
             }
         }
@@ -263,7 +263,7 @@ impl Table {
         if matches!(&value, Value::Null(Some(trace)) if trace == NO_RULE_MATCHED) {
             return Ok(Json::Null);
         }
-        if let Some(message) = first_failure(&value, 0) {
+        if let Some(message) = eval::first_failure(&value, 0) {
             return Err(explain(&message, self.hit_policy));
         }
         to_json(&value)
@@ -280,22 +280,6 @@ fn explain(trace: &str, hit_policy: HitPolicy) -> String {
             "the matching rules give different outputs, but the hit policy is ANY".to_owned()
         }
         _ => format!("{} (hit policy {hit_policy:?})", abbreviate(trace)),
-    }
-}
-
-/// The first failure (a null carrying a trace that is not one of FEEL's ordinary nulls) in a value.
-fn first_failure(value: &Value, depth: usize) -> Option<String> {
-    // to_feel leaves its trace at depth MAX_DEPTH + 1; to_json refuses anything deeper.
-    if depth > MAX_DEPTH + 1 {
-        return None;
-    }
-    match value {
-        Value::Null(Some(trace)) if !NULL_TRACES.iter().any(|prefix| trace.starts_with(prefix)) => {
-            Some(trace.clone())
-        }
-        Value::List(items) => items.iter().find_map(|item| first_failure(item, depth + 1)),
-        Value::Context(context) => context.values().find_map(|entry| first_failure(entry, depth + 1)),
-        _ => None,
     }
 }
 

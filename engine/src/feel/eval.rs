@@ -302,7 +302,7 @@ fn number_to_json(number: &FeelNumber) -> Result<Json, String> {
 }
 
 /// The first failure recorded in `value`: dsntk reports errors as nulls carrying a trace.
-fn first_failure(value: &Value, depth: usize) -> Option<String> {
+pub(crate) fn first_failure(value: &Value, depth: usize) -> Option<String> {
     // to_feel leaves its trace at depth MAX_DEPTH + 1; to_json refuses anything deeper.
     if depth > MAX_DEPTH + 1 {
         return None;
