@@ -11,6 +11,7 @@ use std::sync::Arc;
 use govflow_engine::audit::Actor;
 use govflow_engine::engine::{Engine, SystemClock};
 use govflow_engine::runtime::{Command, VariableMap};
+use govflow_engine::store::keys::Tree;
 use govflow_engine::store::sled::open_sled;
 use serde_json::json;
 
@@ -110,15 +111,22 @@ fn changing_one_byte_of_a_stored_event_is_reported_with_its_sequence_number() {
     let dir = data_dir("tamper");
     run_journey(&dir);
     {
-        // An insider edits the stored JSON of record 5 of instance 1: one digit of its timestamp.
+        // An insider edits the stored JSON of record 5 of instance 1: one digit of its timestamp. Records
+        // are stored in batches (one value per command), so find the batch that holds it.
         let db = open_raw(&dir);
-        let records = db.open_tree("records").unwrap();
-        let mut key = 1u64.to_be_bytes().to_vec();
-        key.extend_from_slice(&5u64.to_be_bytes());
-        let mut value = records.get(&key).unwrap().unwrap().to_vec();
-        let at = value.windows(5).position(|w| w == b"\"at\":").unwrap() + 7;
+        let prefix = [Tree::Records.prefix()];
+        let (key, value) = db
+            .scan_prefix(prefix)
+            .map(Result::unwrap)
+            .find(|(key, value)| {
+                key[1..9] == 1u64.to_be_bytes() && value.windows(8).any(|w| w == b"\"seq\":5,")
+            })
+            .expect("the batch holding record 5");
+        let mut value = value.to_vec();
+        let record = value.windows(8).position(|w| w == b"\"seq\":5,").unwrap();
+        let at = record + value[record..].windows(5).position(|w| w == b"\"at\":").unwrap() + 7;
         value[at] = if value[at] == b'1' { b'2' } else { b'1' };
-        records.insert(key, value).unwrap();
+        db.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);

@@ -4,7 +4,7 @@
 //! is answered or performed. It must never apply a command's effects before its batch is durable, and
 //! never let two commands of one instance interleave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -13,12 +13,14 @@ use sha2::{Digest, Sha256};
 use crate::audit::{self, Actor, ChainError, RecordedEvent};
 use crate::diagnostics::{has_errors, Diagnostic};
 use crate::dmn::DecisionModel;
+use crate::model::ElementId;
 use crate::runtime::{
-    actions_of, decide, Command, Instance, InstanceKey, InstanceStatus, Key, ProcessDefinition, Rejection,
-    VariableMap,
+    actions_of, decide, Action, Command, Event, Instance, InstanceKey, InstanceStatus, Key,
+    ProcessDefinition, Rejection, VariableMap,
 };
 use crate::store::{
-    self, Batch, Deployment, InstanceFilter, InstanceMeta, OutboxEntry, Store, StoredInstance,
+    self, Batch, BufferedMessage, Deployment, InstanceFilter, InstanceMeta, Operation, OperationFilter,
+    OperationKind, OperationTarget, OutboxEntry, Store, StoredInstance,
 };
 
 /// Where "now" comes from: the real clock in production, a manual clock in tests (no sleeping in tests).
@@ -67,6 +69,10 @@ pub enum EngineError {
     UnknownProcess(String),
     #[error("process '{0}' is disabled")]
     Disabled(String),
+    #[error(
+        "process '{process_id}' version {version} still has {n_instances} instance(s); it cannot be deleted"
+    )]
+    InUse { process_id: String, version: u32, n_instances: usize },
     #[error("no instance {0}")]
     UnknownInstance(InstanceKey),
     #[error("rejected: {0}")]
@@ -96,12 +102,58 @@ pub struct JobHandle {
     pub instance: InstanceKey,
     pub job: Key,
     pub job_type: String,
+    pub element: String,
     pub retries: u32,
     pub headers: BTreeMap<String, String>,
     pub variables: VariableMap,
+    /// Not to run before this time (a retry's back-off).
+    pub not_before: Option<DateTime<FixedOffset>>,
     /// Stable across retries and restarts: the far side deduplicates on it.
     pub idempotency_key: String,
 }
+
+/// The idempotency key of a job: the same for every attempt, before and after a restart.
+pub fn idempotency_key(instance: InstanceKey, job: Key) -> String {
+    format!("{instance}-{job}")
+}
+
+/// A message to publish: correlated to waiting instances (once per process), starting processes with a
+/// matching message start event, and buffered for `ttl` for subscriptions that open later.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Message {
+    pub name: String,
+    pub correlation_key: String,
+    pub variables: VariableMap,
+    /// Zero: correlate now or never.
+    pub ttl: chrono::Duration,
+    /// De-duplication: a second message with the same id is refused while the first is buffered.
+    pub message_id: Option<String>,
+}
+
+/// What publishing a message did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    pub correlated: Vec<InstanceKey>,
+    pub started: Vec<InstanceKey>,
+    /// The buffered message's key, when it was buffered.
+    pub buffered: Option<u64>,
+}
+
+/// What a committed command asks the shell to do: runnable jobs (with everything a handler needs) and
+/// timers to watch. Sent to the listener after the batch is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub instance: InstanceKey,
+    pub status: InstanceStatus,
+    pub jobs: Vec<JobHandle>,
+    pub timers: Vec<(DateTime<FixedOffset>, Key)>,
+}
+
+/// Told about every commit, after it is durable.
+type Listener = Box<dyn Fn(Committed) + Send + Sync>;
+
+/// How many instance states the engine keeps in memory between commands (the rest are read from the store).
+const CACHE_CAPACITY: usize = 16_384;
 
 /// The durable engine over a store.
 pub struct Engine<S: Store> {
@@ -109,10 +161,13 @@ pub struct Engine<S: Store> {
     clock: Arc<dyn Clock>,
     definitions: Mutex<BTreeMap<(String, u32), Arc<ProcessDefinition>>>,
     decisions: Mutex<Vec<Arc<DecisionModel>>>,
-    /// One lock per instance: commands on one instance never interleave.
-    locks: Mutex<BTreeMap<InstanceKey, Arc<Mutex<()>>>>,
-    /// Serialises key allocation and deployments.
+    /// One lock per instance in use: commands on one instance never interleave.
+    locks: Mutex<HashMap<InstanceKey, Arc<Mutex<()>>>>,
+    /// The last committed state of recently used active instances (written under the instance's lock).
+    cache: Mutex<HashMap<InstanceKey, Arc<StoredInstance>>>,
+    /// Serialises deployments and message publication.
     admin: Mutex<()>,
+    listener: Mutex<Option<Listener>>,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -125,6 +180,71 @@ fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The operation-log entries implied by `records`, given the state `before` them.
+fn operations_of(meta: &InstanceMeta, before: &Instance, records: &[RecordedEvent]) -> Vec<Operation> {
+    let mut operations = Vec::new();
+    let instance_target =
+        || OperationTarget::Instance { instance: meta.key, process_id: meta.process_id.clone() };
+    for record in records {
+        let (kind, target, detail) = match &record.event {
+            Event::InstanceCreated { business_key, .. } => {
+                (OperationKind::Create, instance_target(), business_key.clone())
+            }
+            Event::InstanceCompleted { .. } => {
+                (OperationKind::Update, instance_target(), Some("completed".to_owned()))
+            }
+            Event::InstanceCancelled => {
+                (OperationKind::Update, instance_target(), Some("cancelled".to_owned()))
+            }
+            Event::VariablesChanged { scope, element, variables } => {
+                let existing = before.variables.get(scope);
+                for name in variables.keys() {
+                    let kind = if existing.is_some_and(|vars| vars.contains_key(name)) {
+                        OperationKind::Update
+                    } else {
+                        OperationKind::Create
+                    };
+                    operations.push(Operation {
+                        seq: 0,
+                        at: record.at,
+                        actor: record.actor.clone(),
+                        kind,
+                        target: OperationTarget::Variable {
+                            instance: meta.key,
+                            scope: *scope,
+                            name: name.clone(),
+                        },
+                        detail: Some(element.0.clone()),
+                    });
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        operations.push(Operation {
+            seq: 0,
+            at: record.at,
+            actor: record.actor.clone(),
+            kind,
+            target,
+            detail,
+        });
+    }
+    operations
+}
+
+/// Actions that no index represents: kept in the outbox until performed (jobs, timers, subscriptions and
+/// user tasks are rebuilt from their indexes instead).
+fn needs_outbox(action: &Action, meta: &InstanceMeta) -> bool {
+    match action {
+        Action::StartChildInstance { .. }
+        | Action::CancelChildInstance { .. }
+        | Action::BroadcastSignal { .. } => true,
+        Action::InstanceEnded { .. } => meta.parent.is_some(),
+        _ => false,
+    }
+}
+
 impl<S: Store> Engine<S> {
     /// Opens the engine on a store, compiling every deployed process (nothing lives only in memory).
     pub fn open(store: S, clock: Arc<dyn Clock>) -> Result<Engine<S>> {
@@ -133,11 +253,18 @@ impl<S: Store> Engine<S> {
             clock,
             definitions: Mutex::new(BTreeMap::new()),
             decisions: Mutex::new(Vec::new()),
-            locks: Mutex::new(BTreeMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
             admin: Mutex::new(()),
+            listener: Mutex::new(None),
         };
-        for deployment in engine.store.deployments()? {
-            engine.load(&deployment)?;
+        let deployments = engine.store.deployments()?;
+        // Decisions first, so that every process sees every deployed decision.
+        for deployment in deployments.iter().filter(|d| d.resource_name.ends_with(".dmn")) {
+            engine.load(deployment)?;
+        }
+        for deployment in deployments.iter().filter(|d| !d.resource_name.ends_with(".dmn")) {
+            engine.load(deployment)?;
         }
         Ok(engine)
     }
@@ -150,9 +277,21 @@ impl<S: Store> Engine<S> {
         self.clock.now()
     }
 
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// Sets the function told about every commit (after it is durable). The tokio shell listens here.
+    pub fn set_listener(&self, listener: impl Fn(Committed) + Send + Sync + 'static) {
+        *lock(&self.listener) = Some(Box::new(listener));
+    }
+
     fn load(&self, deployment: &Deployment) -> Result<()> {
         if deployment.resource_name.ends_with(".dmn") {
             let model = Arc::new(DecisionModel::parse(&deployment.xml).map_err(EngineError::Invalid)?);
+            if lock(&self.decisions).iter().any(|known| known.decision_ids() == model.decision_ids()) {
+                return Ok(());
+            }
             lock(&self.decisions).push(Arc::clone(&model));
             // Processes deployed earlier can call the new decisions too.
             let mut definitions = lock(&self.definitions);
@@ -216,13 +355,73 @@ impl<S: Store> Engine<S> {
                 enabled: true,
             };
             self.load(&deployment)?;
-            self.store.put_deployment(&deployment)?;
+            let operation = self.definition_operation(&deployment, OperationKind::Create, None, actor);
+            self.store.put_deployment(&deployment, operation)?;
             deployed.push(Deployed { process_id, version, new: true });
         }
         Ok(deployed)
     }
 
-    fn definition(&self, process_id: &str, version: Option<u32>) -> Result<Arc<ProcessDefinition>> {
+    fn definition_operation(
+        &self,
+        deployment: &Deployment,
+        kind: OperationKind,
+        detail: Option<String>,
+        actor: &Actor,
+    ) -> Operation {
+        Operation {
+            seq: 0,
+            at: self.now(),
+            actor: actor.clone(),
+            kind,
+            target: OperationTarget::Definition {
+                process_id: deployment.process_id.clone(),
+                version: deployment.version,
+            },
+            detail: detail.or_else(|| Some(deployment.resource_name.clone())),
+        }
+    }
+
+    /// Enables or disables a deployed process version: a disabled version cannot be started.
+    pub fn set_enabled(&self, process_id: &str, version: u32, enabled: bool, actor: &Actor) -> Result<()> {
+        let _admin = lock(&self.admin);
+        let mut deployment = self
+            .store
+            .deployment(process_id, version)?
+            .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
+        if deployment.enabled == enabled {
+            return Ok(());
+        }
+        deployment.enabled = enabled;
+        let detail = Some(if enabled { "enabled" } else { "disabled" }.to_owned());
+        let operation = self.definition_operation(&deployment, OperationKind::Update, detail, actor);
+        Ok(self.store.put_deployment(&deployment, operation)?)
+    }
+
+    /// Deletes a deployed process version that no instance uses.
+    pub fn delete_definition(&self, process_id: &str, version: u32, actor: &Actor) -> Result<()> {
+        let _admin = lock(&self.admin);
+        let deployment = self
+            .store
+            .deployment(process_id, version)?
+            .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
+        let filter = InstanceFilter {
+            process_id: Some(process_id.to_owned()),
+            version: Some(version),
+            ..InstanceFilter::default()
+        };
+        let n_instances = self.store.instances(&filter, None, usize::MAX)?.len();
+        if n_instances > 0 {
+            return Err(EngineError::InUse { process_id: process_id.to_owned(), version, n_instances });
+        }
+        let operation = self.definition_operation(&deployment, OperationKind::Delete, None, actor);
+        self.store.delete_deployment(process_id, version, operation)?;
+        lock(&self.definitions).remove(&(process_id.to_owned(), version));
+        Ok(())
+    }
+
+    /// The compiled definition of a process version (the latest when `version` is `None`).
+    pub fn definition(&self, process_id: &str, version: Option<u32>) -> Result<Arc<ProcessDefinition>> {
         let definitions = lock(&self.definitions);
         let found = match version {
             Some(version) => definitions.get(&(process_id.to_owned(), version)),
@@ -238,6 +437,15 @@ impl<S: Store> Engine<S> {
         Arc::clone(lock(&self.locks).entry(instance).or_default())
     }
 
+    /// Drops the instance's lock entry when nobody else holds or waits for it (the map stays small).
+    fn release_lock(&self, instance: InstanceKey, guard: Arc<Mutex<()>>) {
+        let mut locks = lock(&self.locks);
+        // Ours and the map's: nobody else can clone it while we hold the map.
+        if Arc::strong_count(&guard) == 2 {
+            locks.remove(&instance);
+        }
+    }
+
     /// Starts an instance of the latest version of `process_id`.
     pub fn start(
         &self,
@@ -246,14 +454,33 @@ impl<S: Store> Engine<S> {
         business_key: Option<String>,
         actor: &Actor,
     ) -> Result<InstanceKey> {
+        self.start_at(process_id, None, variables, business_key, None, actor)
+    }
+
+    /// Starts an instance at a given start event (`None`: the none start event), optionally as the child
+    /// of a call activity.
+    pub fn start_at(
+        &self,
+        process_id: &str,
+        start_event: Option<ElementId>,
+        variables: VariableMap,
+        business_key: Option<String>,
+        parent: Option<(InstanceKey, Key)>,
+        actor: &Actor,
+    ) -> Result<InstanceKey> {
         let definition = self.definition(process_id, None)?;
-        let key = {
-            let _admin = lock(&self.admin);
-            self.store.next_instance_key()?
-        };
+        let enabled = self
+            .store
+            .deployment(process_id, definition.version)?
+            .is_some_and(|deployment| deployment.enabled);
+        if !enabled {
+            return Err(EngineError::Disabled(process_id.to_owned()));
+        }
+        let key = self.store.next_instance_key()?;
         let now = self.now();
         let meta = InstanceMeta {
             key,
+            parent,
             process_id: process_id.to_owned(),
             version: definition.version,
             business_key: business_key.clone(),
@@ -267,13 +494,20 @@ impl<S: Store> Engine<S> {
             last_seq: 0,
             last_hash: audit::Digest256::GENESIS,
         };
+        let command = Command::Start { variables, business_key, start_event };
         let guard = self.instance_lock(key);
-        let _guard = lock(&guard);
-        self.run(&definition, empty, &Command::Start { variables, business_key, start_event: None }, actor)?;
+        let outcome = {
+            let _guard = lock(&guard);
+            self.run(&definition, empty, None, &command, actor)
+        };
+        self.release_lock(key, guard);
+        let (records, followups) = outcome?;
+        self.follow_up(key, &records, followups)?;
         Ok(key)
     }
 
-    /// Sends a command to an instance; returns the records it appended (durable when this returns).
+    /// Sends a command to an instance; returns the records it appended (durable when this returns). What
+    /// the command asks of other instances (child instances, signals) is done before this returns.
     pub fn command(
         &self,
         instance: InstanceKey,
@@ -281,44 +515,251 @@ impl<S: Store> Engine<S> {
         actor: &Actor,
     ) -> Result<Vec<RecordedEvent>> {
         let guard = self.instance_lock(instance);
-        let _guard = lock(&guard);
-        let stored = self.store.instance(instance)?.ok_or(EngineError::UnknownInstance(instance))?;
-        let definition = self.definition(&stored.meta.process_id, Some(stored.meta.version))?;
-        self.run(&definition, stored, command, actor)
+        let outcome = {
+            let _guard = lock(&guard);
+            self.command_locked(instance, command, actor)
+        };
+        self.release_lock(instance, guard);
+        let (records, followups) = outcome?;
+        self.follow_up(instance, &records, followups)?;
+        Ok(records)
     }
 
-    /// decide → seal → one atomic, durable batch. The caller holds the instance's lock.
+    fn command_locked(
+        &self,
+        instance: InstanceKey,
+        command: &Command,
+        actor: &Actor,
+    ) -> Result<(Vec<RecordedEvent>, Vec<OutboxEntry>)> {
+        let cached = lock(&self.cache).get(&instance).cloned();
+        let stored = match cached {
+            Some(stored) => StoredInstance::clone(&stored),
+            None => self.store.instance(instance)?.ok_or(EngineError::UnknownInstance(instance))?,
+        };
+        let definition = self.definition(&stored.meta.process_id, Some(stored.meta.version))?;
+        let previous = Some(stored.meta.clone());
+        self.run(&definition, stored, previous, command, actor)
+    }
+
+    /// decide → seal → one atomic, durable batch. The caller holds the instance's lock. Returns the
+    /// records and the outbox entries to perform once the lock is released.
     fn run(
         &self,
         definition: &ProcessDefinition,
         stored: StoredInstance,
+        previous: Option<InstanceMeta>,
         command: &Command,
         actor: &Actor,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<(Vec<RecordedEvent>, Vec<OutboxEntry>)> {
         let now = self.now();
         let events = decide(definition, &stored.state, command, now)?;
         let last = (stored.last_seq > 0).then_some((stored.last_seq, stored.last_hash));
-        let records = audit::seal_all(stored.meta.key, last, now, actor, events.clone());
+        let records = audit::seal_all(stored.meta.key, last, now, actor, events);
         let mut snapshot = stored.state.clone();
-        for event in &events {
-            snapshot.apply(event);
+        for record in &records {
+            snapshot.apply(&record.event);
         }
-        let index_ops = store::index_changes(stored.meta.key, &stored.state, &records);
-        let outbox = actions_of(&events)
-            .into_iter()
+        let key = stored.meta.key;
+        let index_ops = store::index_changes(key, &stored.state, &records);
+        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta };
+        let operations = operations_of(&meta, &stored.state, &records);
+        let events: Vec<Event> = records.iter().map(|record| record.event.clone()).collect();
+        let actions = actions_of(&events);
+        let last_seq = records.last().map_or(stored.last_seq, |r| r.seq);
+        let outbox: Vec<OutboxEntry> = actions
+            .iter()
             .enumerate()
+            .filter(|(_, action)| needs_outbox(action, &meta))
             .map(|(i, action)| OutboxEntry {
-                id: (
-                    stored.meta.key,
-                    records.last().map_or(0, |r| r.seq),
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                ),
-                action,
+                id: (key, last_seq, u32::try_from(i).unwrap_or(u32::MAX)),
+                action: action.clone(),
             })
             .collect();
-        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta };
-        self.store.commit(&Batch { meta, records: records.clone(), snapshot, index_ops, outbox })?;
-        Ok(records)
+        let batch = Batch {
+            meta: meta.clone(),
+            previous,
+            records,
+            snapshot,
+            index_ops,
+            outbox,
+            acks: Vec::new(),
+            operations,
+        };
+        if let Err(error) = self.store.commit(&batch) {
+            // What the store holds is uncertain now: read it again next time.
+            lock(&self.cache).remove(&key);
+            return Err(error.into());
+        }
+        let Batch { records, snapshot, outbox, .. } = batch;
+        let stored = StoredInstance {
+            meta,
+            state: snapshot,
+            last_seq,
+            last_hash: records.last().map_or(stored.last_hash, |r| r.hash),
+        };
+        self.notify(&stored, &actions);
+        {
+            let mut cache = lock(&self.cache);
+            if stored.meta.status == InstanceStatus::Active {
+                if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&key) {
+                    // Any entry will do: a miss only costs a read.
+                    if let Some(evicted) = cache.keys().next().copied() {
+                        cache.remove(&evicted);
+                    }
+                }
+                cache.insert(key, Arc::new(stored));
+            } else {
+                cache.remove(&key);
+            }
+        }
+        Ok((records, outbox))
+    }
+
+    fn notify(&self, stored: &StoredInstance, actions: &[Action]) {
+        let listener = lock(&self.listener);
+        let Some(listener) = listener.as_ref() else { return };
+        let mut committed = Committed {
+            instance: stored.meta.key,
+            status: stored.meta.status,
+            jobs: Vec::new(),
+            timers: Vec::new(),
+        };
+        for action in actions {
+            match action {
+                Action::RunJob { job, .. } | Action::RetryJob { job, .. } => {
+                    if let Some(handle) = job_handle(stored, *job) {
+                        committed.jobs.push(handle);
+                    }
+                }
+                Action::ScheduleTimer { timer, due } => committed.timers.push((*due, *timer)),
+                _ => {}
+            }
+        }
+        listener(committed);
+    }
+
+    /// What a command leads to once its lock is released: outbox entries, and buffered messages for
+    /// subscriptions it opened.
+    fn follow_up(
+        &self,
+        instance: InstanceKey,
+        records: &[RecordedEvent],
+        outbox: Vec<OutboxEntry>,
+    ) -> Result<()> {
+        self.perform(outbox)?;
+        if records.iter().any(|r| matches!(r.event, Event::MessageSubscriptionOpened { .. })) {
+            self.correlate_buffered(instance)?;
+        }
+        Ok(())
+    }
+
+    /// Performs outbox entries (after the command that wrote them released its lock), then acknowledges
+    /// them. Each is idempotent, so performing one again after a crash changes nothing.
+    fn perform(&self, entries: Vec<OutboxEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.perform_one(&entry)?;
+            done.push(entry.id);
+        }
+        Ok(self.store.ack(&done)?)
+    }
+
+    fn perform_one(&self, entry: &OutboxEntry) -> Result<()> {
+        let instance = entry.id.0;
+        let engine = Actor::engine();
+        let ignore_rejection = |outcome: Result<Vec<RecordedEvent>>| match outcome {
+            Ok(_) | Err(EngineError::Rejected(_)) | Err(EngineError::UnknownInstance(_)) => Ok(()),
+            Err(error) => Err(error),
+        };
+        match &entry.action {
+            Action::StartChildInstance { element_instance, process_id, variables } => {
+                if !self.store.children(instance, *element_instance)?.is_empty() {
+                    return Ok(()); // started before a crash
+                }
+                let started = self.start_at(
+                    process_id,
+                    None,
+                    variables.clone(),
+                    None,
+                    Some((instance, *element_instance)),
+                    &engine,
+                );
+                match started {
+                    Ok(_) => Ok(()),
+                    Err(
+                        error @ (EngineError::UnknownProcess(_)
+                        | EngineError::Disabled(_)
+                        | EngineError::Rejected(_)),
+                    ) => {
+                        let command = Command::CallActivityNotStarted {
+                            element_instance: *element_instance,
+                            message: error.to_string(),
+                        };
+                        ignore_rejection(self.command(instance, &command, &engine))
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Action::CancelChildInstance { element_instance } => {
+                for child in self.store.children(instance, *element_instance)? {
+                    ignore_rejection(self.command(child, &Command::Cancel, &engine))?;
+                }
+                Ok(())
+            }
+            Action::BroadcastSignal { signal_name, variables } => {
+                self.broadcast(signal_name, variables.clone(), &engine).map(|_| ())
+            }
+            Action::InstanceEnded { completed } => {
+                let Some(meta) = self.store.instance_meta(instance)? else { return Ok(()) };
+                let Some((parent, element_instance)) = meta.parent else { return Ok(()) };
+                if !completed {
+                    return Ok(()); // a cancelled child was cancelled by its parent's call activity
+                }
+                let stored = self.instance(instance)?;
+                let variables = stored
+                    .state
+                    .root
+                    .and_then(|root| stored.state.variables.get(&root).cloned())
+                    .unwrap_or_default();
+                let command = Command::CompleteCallActivity { element_instance, variables };
+                ignore_rejection(self.command(parent, &command, &engine))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Performs what the outbox still holds (after a crash between a commit and its follow-ups).
+    pub fn recover(&self) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let entries = self.store.outbox(256)?;
+            if entries.is_empty() {
+                return Ok(n);
+            }
+            n += entries.len();
+            self.perform(entries)?;
+        }
+    }
+
+    /// Delivers a signal to every subscribed instance; returns how many took it.
+    pub fn broadcast(&self, signal_name: &str, variables: VariableMap, actor: &Actor) -> Result<usize> {
+        let mut instances: Vec<InstanceKey> =
+            self.store.signal_subscriptions(signal_name)?.into_iter().map(|entry| entry.instance).collect();
+        instances.dedup();
+        let mut n = 0;
+        for instance in instances {
+            let command =
+                Command::TriggerSignal { name: signal_name.to_owned(), variables: variables.clone() };
+            match self.command(instance, &command, actor) {
+                Ok(_) => n += 1,
+                Err(EngineError::Rejected(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(n)
     }
 
     pub fn instance(&self, instance: InstanceKey) -> Result<StoredInstance> {
@@ -334,25 +775,30 @@ impl<S: Store> Engine<S> {
         Ok(self.store.instances(filter, after, limit)?)
     }
 
-    /// Open jobs of `job_type`, with their idempotency keys.
+    /// Open jobs of `job_type` that may run now, with their idempotency keys (from the durable index).
     pub fn jobs(&self, job_type: &str, limit: usize) -> Result<Vec<JobHandle>> {
+        self.open_jobs(Some(job_type), limit, true)
+    }
+
+    /// Every open job (of `job_type`, or of any type), including those waiting for a retry's back-off.
+    pub fn open_jobs(
+        &self,
+        job_type: Option<&str>,
+        limit: usize,
+        runnable_now: bool,
+    ) -> Result<Vec<JobHandle>> {
         let mut handles = Vec::new();
-        for entry in self.store.jobs(Some(job_type), limit)? {
+        let now = self.now();
+        for entry in self.store.jobs(job_type, usize::MAX)? {
+            if handles.len() >= limit {
+                break;
+            }
             let Some(stored) = self.store.instance(entry.instance)? else { continue };
-            let Some(job) = stored.state.jobs.get(&entry.job) else { continue };
-            if job.retry_at.is_some_and(|at| at > self.now()) {
+            let Some(handle) = job_handle(&stored, entry.job) else { continue };
+            if runnable_now && handle.not_before.is_some_and(|at| at > now) {
                 continue;
             }
-            handles.push(JobHandle {
-                instance: entry.instance,
-                job: entry.job,
-                job_type: job.job_type.clone(),
-                retries: job.retries,
-                headers: job.headers.clone(),
-                // Everything visible to the job now (input-mapped locals included), read at activation.
-                variables: stored.state.visible_variables(job.element_instance).into_iter().collect(),
-                idempotency_key: format!("{}-{}", entry.instance, entry.job),
-            });
+            handles.push(handle);
         }
         Ok(handles)
     }
@@ -361,44 +807,157 @@ impl<S: Store> Engine<S> {
     pub fn fire_due_timers(&self) -> Result<usize> {
         let mut fired = 0;
         for entry in self.store.due_timers(self.now(), usize::MAX)? {
-            match self.command(entry.instance, &Command::FireTimer { timer: entry.timer }, &Actor::engine()) {
-                Ok(_) => fired += 1,
-                // Fired or cancelled meanwhile: nothing to do.
-                Err(EngineError::Rejected(_)) => {}
-                Err(error) => return Err(error),
+            if self.fire_timer(entry.instance, entry.timer)? {
+                fired += 1;
             }
         }
         Ok(fired)
     }
 
-    /// Correlates a message to the instances waiting for it (one subscription per instance).
-    pub fn correlate(
-        &self,
-        name: &str,
-        correlation_key: &str,
-        variables: VariableMap,
-        actor: &Actor,
-    ) -> Result<usize> {
-        let mut n = 0;
-        let mut seen = Vec::new();
-        for entry in self.store.subscriptions(name, correlation_key)? {
-            if seen.contains(&entry.instance) {
+    /// Fires one timer; false when it had fired or been cancelled meanwhile, or is not due.
+    pub fn fire_timer(&self, instance: InstanceKey, timer: Key) -> Result<bool> {
+        match self.command(instance, &Command::FireTimer { timer }, &Actor::engine()) {
+            Ok(_) => Ok(true),
+            Err(EngineError::Rejected(_) | EngineError::UnknownInstance(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The message start events of the latest version of each deployed, enabled process.
+    fn message_starts(&self, name: &str) -> Result<Vec<(String, ElementId)>> {
+        let latest: Vec<Arc<ProcessDefinition>> = {
+            let definitions = lock(&self.definitions);
+            let mut latest: BTreeMap<&str, &Arc<ProcessDefinition>> = BTreeMap::new();
+            for ((process_id, _), definition) in definitions.iter() {
+                latest.insert(process_id, definition);
+            }
+            latest.into_values().cloned().collect()
+        };
+        let mut starts = Vec::new();
+        for definition in latest {
+            for id in definition.message_start_events(name) {
+                let enabled = self
+                    .store
+                    .deployment(&definition.process_id.0, definition.version)?
+                    .is_some_and(|deployment| deployment.enabled);
+                if enabled {
+                    starts.push((definition.process_id.0.clone(), id));
+                }
+            }
+        }
+        Ok(starts)
+    }
+
+    /// Publishes a message: correlates it to waiting instances (at most one per process), starts the
+    /// processes whose message start event it matches, and buffers it for `ttl` for subscriptions that open
+    /// later. A message id already buffered is refused (`StoreError::Conflict`).
+    pub fn publish(&self, message: Message, actor: &Actor) -> Result<Published> {
+        let _admin = lock(&self.admin);
+        if let Some(id) = &message.message_id {
+            if self.store.message_by_id(id)?.is_some_and(|buffered| buffered.expires_at > self.now()) {
+                return Err(store::StoreError::Conflict(format!(
+                    "a message with id '{id}' was published already; it is correlated only once"
+                ))
+                .into());
+            }
+        }
+        let mut published = Published::default();
+        let mut served: Vec<String> = Vec::new();
+        for entry in self.store.subscriptions(&message.name, &message.correlation_key)? {
+            let Some(meta) = self.store.instance_meta(entry.instance)? else { continue };
+            if served.contains(&meta.process_id) {
                 continue;
             }
-            seen.push(entry.instance);
-            let command = Command::CorrelateMessage {
-                name: name.to_owned(),
-                correlation_key: correlation_key.to_owned(),
-                variables: variables.clone(),
-                message_id: None,
-            };
-            match self.command(entry.instance, &command, actor) {
-                Ok(_) => n += 1,
-                Err(EngineError::Rejected(_)) => {}
-                Err(error) => return Err(error),
+            if self.correlate_one(entry.instance, &message, actor)? {
+                served.push(meta.process_id);
+                published.correlated.push(entry.instance);
+            }
+        }
+        for (process_id, start_event) in self.message_starts(&message.name)? {
+            if served.contains(&process_id) {
+                continue;
+            }
+            let business_key = (!message.correlation_key.is_empty()).then(|| message.correlation_key.clone());
+            let key = self.start_at(
+                &process_id,
+                Some(start_event),
+                message.variables.clone(),
+                business_key,
+                None,
+                actor,
+            )?;
+            served.push(process_id);
+            published.started.push(key);
+        }
+        if message.ttl > chrono::Duration::zero() {
+            let now = self.now();
+            let buffered = self.store.put_message(BufferedMessage {
+                key: 0,
+                name: message.name,
+                correlation_key: message.correlation_key,
+                variables: message.variables,
+                message_id: message.message_id,
+                published_at: now,
+                expires_at: now + message.ttl,
+                correlated: served,
+            })?;
+            published.buffered = Some(buffered.key);
+        }
+        Ok(published)
+    }
+
+    fn correlate_one(&self, instance: InstanceKey, message: &Message, actor: &Actor) -> Result<bool> {
+        let command = Command::CorrelateMessage {
+            name: message.name.clone(),
+            correlation_key: message.correlation_key.clone(),
+            variables: message.variables.clone(),
+            message_id: message.message_id.clone(),
+        };
+        match self.command(instance, &command, actor) {
+            Ok(_) => Ok(true),
+            Err(EngineError::Rejected(_) | EngineError::UnknownInstance(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Correlates buffered, unexpired messages to an instance whose subscriptions just opened (each message
+    /// once per process). Returns how many were correlated.
+    pub fn correlate_buffered(&self, instance: InstanceKey) -> Result<usize> {
+        let Some(stored) = self.store.instance(instance)? else { return Ok(0) };
+        let now = self.now();
+        let mut n = 0;
+        let wanted: Vec<(String, String)> = stored
+            .state
+            .message_subscriptions
+            .values()
+            .map(|s| (s.message_name.clone(), s.correlation_key.clone()))
+            .collect();
+        for (name, correlation_key) in wanted {
+            for mut buffered in self.store.messages(&name, &correlation_key)? {
+                if buffered.expires_at <= now || buffered.correlated.contains(&stored.meta.process_id) {
+                    continue;
+                }
+                let message = Message {
+                    name: buffered.name.clone(),
+                    correlation_key: buffered.correlation_key.clone(),
+                    variables: buffered.variables.clone(),
+                    ttl: chrono::Duration::zero(),
+                    message_id: buffered.message_id.clone(),
+                };
+                if self.correlate_one(instance, &message, &Actor::engine())? {
+                    buffered.correlated.push(stored.meta.process_id.clone());
+                    self.store.update_message(&buffered)?;
+                    n += 1;
+                    break;
+                }
             }
         }
         Ok(n)
+    }
+
+    /// The operation log (GovStack Workflow BB §5).
+    pub fn operations(&self, filter: &OperationFilter, after: u64, limit: usize) -> Result<Vec<Operation>> {
+        Ok(self.store.operations(filter, after, limit)?)
     }
 
     /// Recomputes an instance's chain and replays it; the replay must equal the stored snapshot.
@@ -411,6 +970,26 @@ impl<S: Store> Engine<S> {
         }
         Ok(records.len())
     }
+}
+
+/// The handle of open job `job` of a stored instance: what a connector or worker needs.
+fn job_handle(stored: &StoredInstance, job: Key) -> Option<JobHandle> {
+    let found = stored.state.jobs.get(&job)?;
+    if found.failed {
+        return None;
+    }
+    Some(JobHandle {
+        instance: stored.meta.key,
+        job,
+        job_type: found.job_type.clone(),
+        element: found.element.0.clone(),
+        retries: found.retries,
+        headers: found.headers.clone(),
+        // Everything visible to the job now (input-mapped locals included), read at activation.
+        variables: stored.state.visible_variables(found.element_instance).into_iter().collect(),
+        not_before: found.retry_at,
+        idempotency_key: idempotency_key(stored.meta.key, job),
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -472,8 +1051,10 @@ mod tests {
         assert_eq!(engine.fire_due_timers().unwrap(), 0, "never early");
         clock.advance(chrono::Duration::hours(1));
         assert_eq!(engine.fire_due_timers().unwrap(), 1);
-        assert_eq!(engine.correlate("settled", "B-2", VariableMap::new(), &Actor::engine()).unwrap(), 0);
-        assert_eq!(engine.correlate("settled", "B-1", VariableMap::new(), &Actor::engine()).unwrap(), 1);
+        let message =
+            |key: &str| Message { name: "settled".into(), correlation_key: key.into(), ..Message::default() };
+        assert!(engine.publish(message("B-2"), &Actor::engine()).unwrap().correlated.is_empty());
+        assert_eq!(engine.publish(message("B-1"), &Actor::engine()).unwrap().correlated, [instance]);
 
         let stored = engine.instance(instance).unwrap();
         assert_eq!(stored.meta.status, InstanceStatus::Completed);
@@ -481,7 +1062,8 @@ mod tests {
         assert_eq!(n as u64, stored.last_seq);
         let records = engine.store().records(instance, 1, usize::MAX).unwrap();
         assert_eq!(records[0].actor, registrar);
-        assert!(!engine.store().outbox(100).unwrap().is_empty());
+        // Nothing waits in the outbox: this process has no child instances or signals.
+        assert!(engine.store().outbox(100).unwrap().is_empty());
     }
 
     #[test]

@@ -21,8 +21,8 @@ use govflow_engine::store::kv::{Kv, KvStore, Write};
 use govflow_engine::store::memory::{memory_store, MemoryKv};
 use govflow_engine::store::sled::{open_sled, SledKv};
 use govflow_engine::store::{
-    index_changes, Batch, Deployment, IndexOp, InstanceMeta, JobEntry, OutboxEntry, Store, StoreError,
-    SubscriptionEntry, TimerEntry, STORE_FORMAT_VERSION,
+    index_changes, Batch, Deployment, IndexOp, InstanceMeta, JobEntry, Operation, OperationKind,
+    OperationTarget, OutboxEntry, Store, StoreError, SubscriptionEntry, TimerEntry, STORE_FORMAT_VERSION,
 };
 use proptest::prelude::*;
 
@@ -170,10 +170,11 @@ impl Journey {
     ) -> (Journey, Batch) {
         let meta = InstanceMeta {
             key,
+            parent: None,
             process_id: "certificate".to_owned(),
             version: 1,
             business_key: Some(format!("BK-{application_id}")),
-            status: InstanceStatus::Active,
+            status: InstanceStatus::NotStarted,
             started_at: now,
             updated_at: now,
         };
@@ -214,9 +215,19 @@ impl Journey {
             self.last = Some((last.seq, last.hash));
         }
         self.records.extend(records.iter().cloned());
+        let previous = (self.meta.status != InstanceStatus::NotStarted).then(|| self.meta.clone());
         self.meta.status = self.state.status;
         self.meta.updated_at = now;
-        Batch { meta: self.meta.clone(), records, snapshot: self.state.clone(), index_ops, outbox }
+        Batch {
+            meta: self.meta.clone(),
+            previous,
+            records,
+            snapshot: self.state.clone(),
+            index_ops,
+            outbox,
+            acks: Vec::new(),
+            operations: Vec::new(),
+        }
     }
 
     fn job(&self, job_type: &str) -> Key {
@@ -254,6 +265,21 @@ fn deployment(process_id: &str, version: u32) -> Deployment {
     }
 }
 
+/// The operation-log entry of a deployment's creation.
+fn creation(deployment: &Deployment) -> Operation {
+    Operation {
+        seq: 0,
+        at: deployment.deployed_at,
+        actor: deployment.deployed_by.clone(),
+        kind: OperationKind::Create,
+        target: OperationTarget::Definition {
+            process_id: deployment.process_id.clone(),
+            version: deployment.version,
+        },
+        detail: None,
+    }
+}
+
 fn deployments_are_listed_by_process_then_version(mut backend: Backend) {
     // Written out of order; versions 2 and 10 catch a textual (not numeric) version order. The ids have
     // the same length: keys.rs length-prefixes strings, so ids of different lengths list shortest first.
@@ -264,7 +290,7 @@ fn deployments_are_listed_by_process_then_version(mut backend: Backend) {
         deployment("birth-registration", 1),
     ];
     for deployment in &written {
-        backend.store().put_deployment(deployment).unwrap();
+        backend.store().put_deployment(deployment, creation(deployment)).unwrap();
     }
     let expected = vec![written[3].clone(), written[2].clone(), written[1].clone(), written[0].clone()];
     assert_eq!(backend.store().deployments().unwrap(), expected);
@@ -347,7 +373,7 @@ impl OutboxModel {
     fn ack(&mut self, store: &dyn Store, n: usize) {
         let ids: Vec<_> = self.0.keys().take(n).copied().collect();
         for id in ids {
-            store.ack(id).unwrap();
+            store.ack(&[id]).unwrap();
             self.0.remove(&id);
         }
     }
@@ -567,11 +593,12 @@ fn sled_refuses_a_store_of_another_format_version_naming_path_and_versions() {
     let dir = TestDir::new("format");
     drop(open_sled(&dir.0).unwrap());
     {
-        // Pins the on-disk layout too: tree `meta`, key `format_version`, a big-endian u32.
+        // Pins the on-disk layout too: sled's default tree, the `meta` prefix byte, key `format_version`,
+        // a big-endian u32.
         let db = sled::open(&dir.0).unwrap();
-        let meta = db.open_tree(Tree::Meta.name()).unwrap();
-        assert_eq!(meta.get(keys::FORMAT_VERSION).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes());
-        meta.insert(keys::FORMAT_VERSION, &99_u32.to_be_bytes()).unwrap();
+        let key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+        assert_eq!(db.get(&key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes());
+        db.insert(key, &99_u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
     let error = open_sled(&dir.0).unwrap_err();

@@ -208,6 +208,24 @@ impl ProcessDefinition {
         self.scopes.get(id)
     }
 
+    /// The process's own start events (not an event sub-process's) that a message named `name` triggers.
+    pub fn message_start_events(&self, name: &str) -> Vec<ElementId> {
+        let Some(root) = self.scope(&self.root_id()) else { return Vec::new() };
+        root.nodes
+            .iter()
+            .filter(|id| {
+                self.node(id).is_some_and(|node| {
+                    matches!(node.node.as_event().map(|e| &e.position), Some(EventPosition::Start { .. }))
+                        && node.message.as_ref().is_some_and(|message| match &message.name {
+                            Expr::Literal(text) => text == name,
+                            Expr::Feel(expression) => expression.source.trim_matches('"') == name,
+                        })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     fn compute_inclusive_upstream(&mut self) {
         let joins: Vec<ElementId> = self
             .nodes

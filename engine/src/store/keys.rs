@@ -2,45 +2,91 @@
 //! length-prefixed, so byte order is the order the engine scans in.
 //!
 //! # Invariants
-//! For every index, the byte order of encoded keys equals the order of the decoded tuples: records of an
-//! instance by sequence number, timers by (due time, instance, timer), jobs by (type, instance, job). A
-//! change here is a store format change (bump `STORE_FORMAT_VERSION`).
+//! For every index, the byte order of encoded keys equals the order of the decoded tuples: record batches
+//! of an instance by their last sequence number, timers by (due time, instance, timer), jobs by (type,
+//! instance, job), the operation log by its sequence number. A change here is a store format change (bump
+//! `STORE_FORMAT_VERSION`).
+//!
+//! # Layout
+//! | tree | key | value |
+//! |---|---|---|
+//! | `meta` | `format_version`, `time_scale`, `next_instance` | u32 / f64 / u64, big-endian |
+//! | `deployments` | (process id, version u32) | `Deployment` JSON |
+//! | `records` | (instance u64, last seq u64 of the batch) | JSON array of the batch's `RecordedEvent`s |
+//! | `instances` | instance u64 | `StoredInstance` JSON (snapshot, chain head) |
+//! | `instance_meta` | instance u64 | `InstanceMeta` JSON (what listing reads) |
+//! | `jobs` | (job type, instance u64, job u64) | empty |
+//! | `timers` | (due ms, instance u64, timer u64) | `TimerEntry` JSON |
+//! | `subscriptions` | (message name, correlation key, instance u64, subscription u64) | empty |
+//! | `outbox` | (instance u64, seq u64, index u32) | `OutboxEntry` JSON |
+//! | `by_process` | (process id, version u32, instance u64) | empty |
+//! | `by_status` | (status u8, instance u64) | empty |
+//! | `by_business_key` | (business key, instance u64) | empty |
+//! | `by_start` | (started ms, instance u64) | empty |
+//! | `user_tasks` | (instance u64, task u64) | `UserTaskEntry` JSON |
+//! | `incidents` | (instance u64, incident u64) | `IncidentEntry` JSON |
+//! | `messages` | (message name, correlation key, message u64) | `BufferedMessage` JSON |
+//! | `message_ids` | message id | message key: (name, correlation key, message u64) |
+//! | `message_expiry` | (expires ms, message u64) | message key |
+//! | `operations` | seq u64 | `Operation` JSON |
+//! | `signal_subscriptions` | (signal name, instance u64, subscription u64) | empty |
+//! | `by_parent` | (parent instance u64, call activity element instance u64, child instance u64) | empty |
+//!
+//! Times are milliseconds since the epoch with the sign bit flipped, so instants before 1970 sort first.
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::runtime::{InstanceKey, Key};
+use crate::runtime::{InstanceKey, InstanceStatus, Key};
 
-/// The logical trees (sled trees; maps in the memory backend).
+/// The logical trees (key prefixes of the one sled tree; maps in the memory backend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tree {
-    /// `format_version`, `time_scale`, counters.
     Meta,
-    /// (process id, version) → Deployment JSON.
     Deployments,
-    /// (instance, seq) → RecordedEvent JSON.
     Records,
-    /// instance → StoredInstance JSON (snapshot + meta + chain head).
     Instances,
-    /// (job type, instance, job) → ().
+    InstanceMeta,
     Jobs,
-    /// (due, instance, timer) → ().
     Timers,
-    /// (message name, correlation key, instance, subscription) → ().
     Subscriptions,
-    /// (instance, seq, index) → Action JSON.
     Outbox,
+    ByProcess,
+    ByStatus,
+    ByBusinessKey,
+    ByStart,
+    UserTasks,
+    Incidents,
+    Messages,
+    MessageIds,
+    MessageExpiry,
+    Operations,
+    Signals,
+    ByParent,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Deployments,
         Tree::Records,
         Tree::Instances,
+        Tree::InstanceMeta,
         Tree::Jobs,
         Tree::Timers,
         Tree::Subscriptions,
         Tree::Outbox,
+        Tree::ByProcess,
+        Tree::ByStatus,
+        Tree::ByBusinessKey,
+        Tree::ByStart,
+        Tree::UserTasks,
+        Tree::Incidents,
+        Tree::Messages,
+        Tree::MessageIds,
+        Tree::MessageExpiry,
+        Tree::Operations,
+        Tree::Signals,
+        Tree::ByParent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,17 +95,61 @@ impl Tree {
             Tree::Deployments => "deployments",
             Tree::Records => "records",
             Tree::Instances => "instances",
+            Tree::InstanceMeta => "instance_meta",
             Tree::Jobs => "jobs",
             Tree::Timers => "timers",
             Tree::Subscriptions => "subscriptions",
             Tree::Outbox => "outbox",
+            Tree::ByProcess => "by_process",
+            Tree::ByStatus => "by_status",
+            Tree::ByBusinessKey => "by_business_key",
+            Tree::ByStart => "by_start",
+            Tree::UserTasks => "user_tasks",
+            Tree::Incidents => "incidents",
+            Tree::Messages => "messages",
+            Tree::MessageIds => "message_ids",
+            Tree::MessageExpiry => "message_expiry",
+            Tree::Operations => "operations",
+            Tree::Signals => "signal_subscriptions",
+            Tree::ByParent => "by_parent",
+        }
+    }
+
+    /// The one-byte prefix of this tree's keys in a backend that keeps every tree in one keyspace. Fixed
+    /// per tree (never the position in `ALL`), so adding a tree does not move the others.
+    pub fn prefix(self) -> u8 {
+        match self {
+            Tree::Meta => 0,
+            Tree::Deployments => 1,
+            Tree::Records => 2,
+            Tree::Instances => 3,
+            Tree::InstanceMeta => 4,
+            Tree::Jobs => 5,
+            Tree::Timers => 6,
+            Tree::Subscriptions => 7,
+            Tree::Outbox => 8,
+            Tree::ByProcess => 9,
+            Tree::ByStatus => 10,
+            Tree::ByBusinessKey => 11,
+            Tree::ByStart => 12,
+            Tree::UserTasks => 13,
+            Tree::Incidents => 14,
+            Tree::Messages => 15,
+            Tree::MessageIds => 16,
+            Tree::MessageExpiry => 17,
+            Tree::Operations => 18,
+            Tree::Signals => 19,
+            Tree::ByParent => 20,
         }
     }
 }
 
 pub const FORMAT_VERSION: &[u8] = b"format_version";
 pub const TIME_SCALE: &[u8] = b"time_scale";
+/// The first instance key not yet reserved (keys are reserved in blocks; see `KvStore`).
 pub const NEXT_INSTANCE: &[u8] = b"next_instance";
+/// The first buffered-message key not yet reserved.
+pub const NEXT_MESSAGE: &[u8] = b"next_message";
 
 fn string(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -77,8 +167,7 @@ fn instant(out: &mut Vec<u8>, at: &DateTime<FixedOffset>) {
 }
 
 pub fn deployment(process_id: &str, version: u32) -> Vec<u8> {
-    let mut key = Vec::new();
-    string(&mut key, process_id);
+    let mut key = deployment_prefix(process_id);
     key.extend_from_slice(&version.to_be_bytes());
     key
 }
@@ -93,10 +182,11 @@ pub fn instance(instance: InstanceKey) -> Vec<u8> {
     instance.0.to_be_bytes().to_vec()
 }
 
-pub fn record(instance: InstanceKey, seq: u64) -> Vec<u8> {
+/// The key of the record batch of `instance` whose last record is `last_seq`.
+pub fn record(instance: InstanceKey, last_seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
     u64_be(&mut key, instance.0);
-    u64_be(&mut key, seq);
+    u64_be(&mut key, last_seq);
     key
 }
 
@@ -131,13 +221,14 @@ pub fn timers_until(until: &DateTime<FixedOffset>) -> Vec<u8> {
 }
 
 pub fn subscription(name: &str, correlation_key: &str, instance: InstanceKey, subscription: Key) -> Vec<u8> {
-    let mut key = subscription_prefix(name, correlation_key);
+    let mut key = name_and_key(name, correlation_key);
     u64_be(&mut key, instance.0);
     u64_be(&mut key, subscription.0);
     key
 }
 
-pub fn subscription_prefix(name: &str, correlation_key: &str) -> Vec<u8> {
+/// The prefix shared by subscriptions and buffered messages of (name, correlation key).
+pub fn name_and_key(name: &str, correlation_key: &str) -> Vec<u8> {
     let mut key = Vec::new();
     string(&mut key, name);
     string(&mut key, correlation_key);
@@ -152,8 +243,130 @@ pub fn outbox(id: (InstanceKey, u64, u32)) -> Vec<u8> {
     key
 }
 
+pub fn by_process_prefix(process_id: &str, version: Option<u32>) -> Vec<u8> {
+    let mut key = Vec::new();
+    string(&mut key, process_id);
+    if let Some(version) = version {
+        key.extend_from_slice(&version.to_be_bytes());
+    }
+    key
+}
+
+pub fn by_process(process_id: &str, version: u32, instance: InstanceKey) -> Vec<u8> {
+    let mut key = by_process_prefix(process_id, Some(version));
+    u64_be(&mut key, instance.0);
+    key
+}
+
+pub fn status_code(status: InstanceStatus) -> u8 {
+    match status {
+        InstanceStatus::NotStarted => 0,
+        InstanceStatus::Active => 1,
+        InstanceStatus::Completed => 2,
+        InstanceStatus::Cancelled => 3,
+    }
+}
+
+pub fn by_status(status: InstanceStatus, instance: InstanceKey) -> Vec<u8> {
+    let mut key = vec![status_code(status)];
+    u64_be(&mut key, instance.0);
+    key
+}
+
+pub fn by_business_key(business_key: &str, instance: InstanceKey) -> Vec<u8> {
+    let mut key = by_business_key_prefix(business_key);
+    u64_be(&mut key, instance.0);
+    key
+}
+
+pub fn by_business_key_prefix(business_key: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    string(&mut key, business_key);
+    key
+}
+
+pub fn by_start(started_at: &DateTime<FixedOffset>, instance: InstanceKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    self::instant(&mut key, started_at);
+    u64_be(&mut key, instance.0);
+    key
+}
+
+/// The first `by_start` key at or after `at` (with `InstanceKey(0)`).
+pub fn by_start_from(at: &DateTime<FixedOffset>) -> Vec<u8> {
+    by_start(at, InstanceKey(0))
+}
+
+/// The key of an entry owned by an instance: user tasks, incidents.
+pub fn owned(instance: InstanceKey, key: Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    u64_be(&mut out, instance.0);
+    u64_be(&mut out, key.0);
+    out
+}
+
+pub fn message(name: &str, correlation_key: &str, message: u64) -> Vec<u8> {
+    let mut key = name_and_key(name, correlation_key);
+    u64_be(&mut key, message);
+    key
+}
+
+pub fn message_expiry(expires: &DateTime<FixedOffset>, message: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    self::instant(&mut key, expires);
+    u64_be(&mut key, message);
+    key
+}
+
+/// The first key after every message expiring at or before `until`.
+pub fn message_expiry_until(until: &DateTime<FixedOffset>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    instant(&mut key, until);
+    u64_be(&mut key, u64::MAX);
+    key
+}
+
+pub fn signal(name: &str, instance: InstanceKey, subscription: Key) -> Vec<u8> {
+    let mut key = signal_prefix(name);
+    u64_be(&mut key, instance.0);
+    u64_be(&mut key, subscription.0);
+    key
+}
+
+pub fn signal_prefix(name: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    string(&mut key, name);
+    key
+}
+
+pub fn by_parent(parent: InstanceKey, element_instance: Key, child: InstanceKey) -> Vec<u8> {
+    let mut key = by_parent_prefix(parent, element_instance);
+    u64_be(&mut key, child.0);
+    key
+}
+
+pub fn by_parent_prefix(parent: InstanceKey, element_instance: Key) -> Vec<u8> {
+    owned(parent, element_instance)
+}
+
+pub fn operation(seq: u64) -> Vec<u8> {
+    seq.to_be_bytes().to_vec()
+}
+
 pub fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Reads a length-prefixed string at `at`; returns it and the offset after it.
+pub fn read_string(bytes: &[u8], at: usize) -> Option<(String, usize)> {
+    let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+    let text = std::str::from_utf8(bytes.get(at + 4..at + 4 + len)?).ok()?;
+    Some((text.to_owned(), at + 4 + len))
+}
+
+/// The last eight bytes as a big-endian u64 (the instance of an index key ending in one).
+pub fn trailing_u64(bytes: &[u8]) -> Option<u64> {
+    read_u64(bytes, bytes.len().checked_sub(8)?)
 }
 
 #[cfg(test)]
@@ -173,5 +386,24 @@ mod tests {
         assert!(job("a", InstanceKey(2), Key(1)) < job("b", InstanceKey(1), Key(1)));
         // Length prefixes keep "ab" from sorting into the range of "a".
         assert!(!job("ab", InstanceKey(1), Key(1)).starts_with(&job_prefix("a")));
+        assert!(by_start(&early, InstanceKey(9)) < by_start(&late, InstanceKey(1)));
+        assert!(by_process("p", 2, InstanceKey(1)) < by_process("p", 10, InstanceKey(1)));
+        assert!(message_expiry(&later, 3) < message_expiry_until(&later));
+        assert!(operation(255) < operation(256));
+    }
+
+    #[test]
+    fn tree_prefixes_are_distinct() {
+        let mut prefixes: Vec<u8> = Tree::ALL.iter().map(|tree| tree.prefix()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), Tree::ALL.len());
+    }
+
+    #[test]
+    fn strings_read_back() {
+        let key = by_business_key("B-7", InstanceKey(42));
+        assert_eq!(read_string(&key, 0), Some(("B-7".to_owned(), 7)));
+        assert_eq!(trailing_u64(&key), Some(42));
     }
 }

@@ -1,6 +1,17 @@
 //! The `Store` contract implemented once over any ordered key-value backend ([`Kv`]): the memory backend
 //! for tests and the sled backend. Backends only provide ordered trees and an atomic, durable write of a
-//! batch; encodings live in `keys.rs`, the index rules in `index_changes`.
+//! batch; encodings live in `keys.rs`, the index rules in `index_changes`, group commit here.
+//!
+//! # Group commit
+//! Every write goes through [`GroupCommit`]: a caller queues its writes and either becomes the leader
+//! (no write in flight) or waits. The leader takes everything queued — its own writes and those that
+//! arrived while the previous flush ran, optionally waiting `window` for more — writes it as one atomic,
+//! durable `Kv::apply`, and wakes every caller in it. So with many concurrent commands one fsync serves
+//! many commits, and no caller returns before the flush that carries its writes.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::keys::{self, Tree};
 use super::*;
@@ -26,15 +37,75 @@ pub trait Kv: Send + Sync {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The last entry with `key < before` (no bound when `None`).
+    fn last_before(&self, tree: Tree, before: Option<&[u8]>) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     fn apply(&self, writes: Vec<Write>) -> Result<()>;
+}
+
+/// How many instance keys one durable reservation hands out (a crash skips at most this many).
+const KEY_BLOCK: u64 = 1024;
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitConfig {
+    /// When false every commit has its own flush (for comparison in benchmarks).
+    pub group: bool,
+    /// How long a leader waits for more commits before flushing (zero: only what queued meanwhile).
+    pub window: Duration,
+}
+
+impl Default for CommitConfig {
+    fn default() -> CommitConfig {
+        CommitConfig { group: true, window: Duration::ZERO }
+    }
+}
+
+/// Writes waiting for a flush, with the operation-log entries whose sequence numbers the leader assigns.
+#[derive(Debug)]
+struct Pending {
+    ticket: u64,
+    writes: Vec<Write>,
+    operations: Vec<Operation>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    queue: Vec<Pending>,
+    leader: bool,
+    next_ticket: u64,
+    /// Outcomes of flushed tickets not yet collected by their callers (an error's message).
+    done: BTreeMap<u64, Option<String>>,
+    /// The next operation-log sequence number.
+    next_operation: u64,
+    /// Flushes done and commits they carried (for benchmarks).
+    n_flushes: u64,
+    n_commits: u64,
+}
+
+/// The group-commit queue (see the module docs).
+#[derive(Debug)]
+struct GroupCommit {
+    state: Mutex<GroupState>,
+    flushed: Condvar,
+    config: CommitConfig,
+}
+
+/// Counters of the group commit: flushes done and commits they carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    pub n_flushes: u64,
+    pub n_commits: u64,
 }
 
 /// A `Store` over a `Kv`.
 #[derive(Debug)]
 pub struct KvStore<K> {
     kv: K,
-    /// Serialises instance-key allocation (read, then write) so no key is handed out twice.
-    keys: std::sync::Mutex<()>,
+    group: GroupCommit,
+    /// Instance keys reserved durably but not handed out yet: (next, end).
+    keys: Mutex<(u64, u64)>,
+    /// The next buffered-message key, and the message-id check, serialised.
+    messages: Mutex<()>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -57,9 +128,28 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is only ever replaced whole; a panic elsewhere leaves it consistent.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read_counter(kv: &impl Kv, key: &[u8]) -> Result<Option<u64>> {
+    kv.get(Tree::Meta, key)?
+        .map(|bytes| {
+            keys::read_u64(&bytes, 0).ok_or_else(|| {
+                StoreError::Corrupt(format!("counter {} is malformed", String::from_utf8_lossy(key)))
+            })
+        })
+        .transpose()
+}
+
 impl<K: Kv> KvStore<K> {
     /// Wraps a backend, writing the format version into an empty store and refusing another version.
     pub fn open(kv: K, path: &str) -> Result<KvStore<K>> {
+        KvStore::open_with(kv, path, CommitConfig::default())
+    }
+
+    pub fn open_with(kv: K, path: &str, config: CommitConfig) -> Result<KvStore<K>> {
         match kv.get(Tree::Meta, keys::FORMAT_VERSION)? {
             None => kv.apply(vec![Write::Put(
                 Tree::Meta,
@@ -81,25 +171,266 @@ impl<K: Kv> KvStore<K> {
                 }
             }
         }
-        Ok(KvStore { kv, keys: std::sync::Mutex::new(()) })
+        let next_operation = match kv.last_before(Tree::Operations, None)? {
+            Some((key, _)) => keys::read_u64(&key, 0).map_or(1, |seq| seq + 1),
+            None => 1,
+        };
+        // Keys reserved by an earlier run and not used are skipped: start at the reservation's end.
+        let next_key = read_counter(&kv, keys::NEXT_INSTANCE)?.unwrap_or(1);
+        Ok(KvStore {
+            kv,
+            group: GroupCommit {
+                state: Mutex::new(GroupState { next_operation, ..GroupState::default() }),
+                flushed: Condvar::new(),
+                config,
+            },
+            keys: Mutex::new((next_key, next_key)),
+            messages: Mutex::new(()),
+        })
     }
 
     pub fn kv(&self) -> &K {
         &self.kv
     }
 
+    pub fn commit_stats(&self) -> CommitStats {
+        let state = lock(&self.group.state);
+        CommitStats { n_flushes: state.n_flushes, n_commits: state.n_commits }
+    }
+
     fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.kv.scan(tree, prefix, prefix_end(prefix).as_deref(), limit)
+    }
+
+    /// Writes `writes` (and `operations`, sequenced here) durably, sharing a flush with concurrent callers.
+    fn write(&self, writes: Vec<Write>, operations: Vec<Operation>) -> Result<()> {
+        if !self.group.config.group {
+            let mut state = lock(&self.group.state);
+            let mut writes = writes;
+            Self::sequence(&mut state, &mut writes, operations)?;
+            state.n_flushes += 1;
+            state.n_commits += 1;
+            // Holding the state lock keeps operation sequence numbers in commit order.
+            return self.kv.apply(writes);
+        }
+        let mut state = lock(&self.group.state);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push(Pending { ticket, writes, operations });
+        loop {
+            if let Some(outcome) = state.done.remove(&ticket) {
+                return match outcome {
+                    None => Ok(()),
+                    Some(message) => Err(StoreError::Backend(message)),
+                };
+            }
+            if !state.leader {
+                state.leader = true;
+                if !self.group.config.window.is_zero() {
+                    drop(state);
+                    std::thread::sleep(self.group.config.window);
+                    state = lock(&self.group.state);
+                }
+                let queue = std::mem::take(&mut state.queue);
+                let tickets: Vec<u64> = queue.iter().map(|pending| pending.ticket).collect();
+                let mut writes = Vec::new();
+                let mut outcome = Ok(());
+                for pending in queue {
+                    let mut pending_writes = pending.writes;
+                    if let Err(error) = Self::sequence(&mut state, &mut pending_writes, pending.operations) {
+                        outcome = Err(error);
+                    }
+                    writes.append(&mut pending_writes);
+                }
+                drop(state);
+                let outcome = outcome.and_then(|()| self.kv.apply(writes));
+                state = lock(&self.group.state);
+                state.n_flushes += 1;
+                state.n_commits += tickets.len() as u64;
+                let message = outcome.err().map(|error| error.to_string());
+                for ticket in tickets {
+                    state.done.insert(ticket, message.clone());
+                }
+                state.leader = false;
+                self.group.flushed.notify_all();
+                continue;
+            }
+            state = self.group.flushed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Gives `operations` their sequence numbers and adds their writes.
+    fn sequence(state: &mut GroupState, writes: &mut Vec<Write>, operations: Vec<Operation>) -> Result<()> {
+        for mut operation in operations {
+            operation.seq = state.next_operation;
+            state.next_operation += 1;
+            writes.push(Write::Put(Tree::Operations, keys::operation(operation.seq), encode(&operation)?));
+        }
+        Ok(())
+    }
+
+    fn index_write(op: &IndexOp) -> Result<Write> {
+        Ok(match op {
+            IndexOp::PutJob(e) => {
+                Write::Put(Tree::Jobs, keys::job(&e.job_type, e.instance, e.job), Vec::new())
+            }
+            IndexOp::DeleteJob(e) => Write::Delete(Tree::Jobs, keys::job(&e.job_type, e.instance, e.job)),
+            IndexOp::PutTimer(e) => {
+                Write::Put(Tree::Timers, keys::timer(&e.due, e.instance, e.timer), encode(e)?)
+            }
+            IndexOp::DeleteTimer(e) => Write::Delete(Tree::Timers, keys::timer(&e.due, e.instance, e.timer)),
+            IndexOp::PutSubscription(e) => Write::Put(
+                Tree::Subscriptions,
+                keys::subscription(&e.message_name, &e.correlation_key, e.instance, e.subscription),
+                Vec::new(),
+            ),
+            IndexOp::DeleteSubscription(e) => Write::Delete(
+                Tree::Subscriptions,
+                keys::subscription(&e.message_name, &e.correlation_key, e.instance, e.subscription),
+            ),
+            IndexOp::PutUserTask(e) => {
+                Write::Put(Tree::UserTasks, keys::owned(e.instance, e.task), encode(e)?)
+            }
+            IndexOp::DeleteUserTask { instance, task } => {
+                Write::Delete(Tree::UserTasks, keys::owned(*instance, *task))
+            }
+            IndexOp::PutIncident(e) => {
+                Write::Put(Tree::Incidents, keys::owned(e.instance, e.incident), encode(e)?)
+            }
+            IndexOp::DeleteIncident { instance, incident } => {
+                Write::Delete(Tree::Incidents, keys::owned(*instance, *incident))
+            }
+            IndexOp::PutSignal(e) => Write::Put(
+                Tree::Signals,
+                keys::signal(&e.signal_name, e.instance, e.subscription),
+                Vec::new(),
+            ),
+            IndexOp::DeleteSignal(e) => {
+                Write::Delete(Tree::Signals, keys::signal(&e.signal_name, e.instance, e.subscription))
+            }
+        })
+    }
+
+    /// The secondary-index writes that move an instance from `previous` to `meta`.
+    fn meta_index_writes(previous: Option<&InstanceMeta>, meta: &InstanceMeta, writes: &mut Vec<Write>) {
+        let key = meta.key;
+        match previous {
+            None => {
+                writes.push(Write::Put(
+                    Tree::ByProcess,
+                    keys::by_process(&meta.process_id, meta.version, key),
+                    Vec::new(),
+                ));
+                writes.push(Write::Put(Tree::ByStart, keys::by_start(&meta.started_at, key), Vec::new()));
+                if let Some(business_key) = &meta.business_key {
+                    writes.push(Write::Put(
+                        Tree::ByBusinessKey,
+                        keys::by_business_key(business_key, key),
+                        Vec::new(),
+                    ));
+                }
+                writes.push(Write::Put(Tree::ByStatus, keys::by_status(meta.status, key), Vec::new()));
+                if let Some((parent, element_instance)) = meta.parent {
+                    writes.push(Write::Put(
+                        Tree::ByParent,
+                        keys::by_parent(parent, element_instance, key),
+                        Vec::new(),
+                    ));
+                }
+            }
+            Some(previous) => {
+                if previous.status != meta.status {
+                    writes.push(Write::Delete(Tree::ByStatus, keys::by_status(previous.status, key)));
+                    writes.push(Write::Put(Tree::ByStatus, keys::by_status(meta.status, key), Vec::new()));
+                }
+                if previous.business_key != meta.business_key {
+                    if let Some(old) = &previous.business_key {
+                        writes.push(Write::Delete(Tree::ByBusinessKey, keys::by_business_key(old, key)));
+                    }
+                    if let Some(new) = &meta.business_key {
+                        writes.push(Write::Put(
+                            Tree::ByBusinessKey,
+                            keys::by_business_key(new, key),
+                            Vec::new(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Instance keys from an index scan of `prefix`, after `after`, in key order.
+    fn keys_from_index(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<InstanceKey>,
+    ) -> Result<Vec<InstanceKey>> {
+        let mut start = prefix.to_vec();
+        if let Some(after) = after {
+            start.extend_from_slice(&after.0.saturating_add(1).to_be_bytes());
+        }
+        let end = prefix_end(prefix);
+        Ok(self
+            .kv
+            .scan(tree, &start, end.as_deref(), usize::MAX)?
+            .iter()
+            .filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey))
+            .collect())
+    }
+
+    fn metas_matching(
+        &self,
+        candidates: impl IntoIterator<Item = InstanceKey>,
+        filter: &InstanceFilter,
+        limit: usize,
+    ) -> Result<Vec<InstanceMeta>> {
+        let mut out = Vec::new();
+        for key in candidates {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(meta) = self.instance_meta(key)? {
+                if filter.matches(&meta) {
+                    out.push(meta);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn message_writes(message: &BufferedMessage, writes: &mut Vec<Write>) -> Result<()> {
+        let key = keys::message(&message.name, &message.correlation_key, message.key);
+        writes.push(Write::Put(Tree::Messages, key.clone(), encode(message)?));
+        writes.push(Write::Put(
+            Tree::MessageExpiry,
+            keys::message_expiry(&message.expires_at, message.key),
+            key.clone(),
+        ));
+        if let Some(id) = &message.message_id {
+            writes.push(Write::Put(Tree::MessageIds, id.as_bytes().to_vec(), key));
+        }
+        Ok(())
     }
 }
 
 impl<K: Kv> Store for KvStore<K> {
-    fn put_deployment(&self, deployment: &Deployment) -> Result<()> {
-        self.kv.apply(vec![Write::Put(
-            Tree::Deployments,
-            keys::deployment(&deployment.process_id, deployment.version),
-            encode(deployment)?,
-        )])
+    fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()> {
+        self.write(
+            vec![Write::Put(
+                Tree::Deployments,
+                keys::deployment(&deployment.process_id, deployment.version),
+                encode(deployment)?,
+            )],
+            vec![operation],
+        )
+    }
+
+    fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()> {
+        self.write(
+            vec![Write::Delete(Tree::Deployments, keys::deployment(process_id, version))],
+            vec![operation],
+        )
     }
 
     fn deployments(&self) -> Result<Vec<Deployment>> {
@@ -122,29 +453,32 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn next_instance_key(&self) -> Result<InstanceKey> {
-        // Read-then-write under this store's key lock; the durable write happens before the key is used,
-        // so neither a concurrent caller nor a crash ever reuses one.
-        let _keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = match self.kv.get(Tree::Meta, keys::NEXT_INSTANCE)? {
-            Some(bytes) => {
-                keys::read_u64(&bytes, 0).ok_or_else(|| StoreError::Corrupt("instance counter".into()))?
-            }
-            None => 1,
-        };
-        self.kv.apply(vec![Write::Put(
-            Tree::Meta,
-            keys::NEXT_INSTANCE.to_vec(),
-            (current + 1).to_be_bytes().to_vec(),
-        )])?;
-        Ok(InstanceKey(current))
+        // Keys are reserved durably in blocks before any is handed out, so neither a concurrent caller nor a
+        // crash ever reuses one; a crash skips the rest of a block.
+        let mut keys = lock(&self.keys);
+        if keys.0 >= keys.1 {
+            let end = keys.0 + KEY_BLOCK;
+            self.write(
+                vec![Write::Put(Tree::Meta, keys::NEXT_INSTANCE.to_vec(), end.to_be_bytes().to_vec())],
+                Vec::new(),
+            )?;
+            keys.1 = end;
+        }
+        let key = keys.0;
+        keys.0 += 1;
+        Ok(InstanceKey(key))
     }
 
     fn commit(&self, batch: &Batch) -> Result<()> {
         let instance = batch.meta.key;
-        let mut writes =
-            Vec::with_capacity(batch.records.len() + batch.index_ops.len() + batch.outbox.len() + 1);
-        for record in &batch.records {
-            writes.push(Write::Put(Tree::Records, keys::record(instance, record.seq), encode(record)?));
+        let mut writes = Vec::with_capacity(batch.index_ops.len() + batch.outbox.len() + 8);
+        if let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) {
+            if first.instance != instance || last.instance != instance {
+                return Err(StoreError::Conflict(format!(
+                    "a batch of instance {instance} holds another's records"
+                )));
+            }
+            writes.push(Write::Put(Tree::Records, keys::record(instance, last.seq), encode(&batch.records)?));
         }
         let (last_seq, last_hash) = match batch.records.last() {
             Some(record) => (record.seq, record.hash),
@@ -156,47 +490,36 @@ impl<K: Kv> Store for KvStore<K> {
         let stored =
             StoredInstance { meta: batch.meta.clone(), state: batch.snapshot.clone(), last_seq, last_hash };
         writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
+        writes.push(Write::Put(Tree::InstanceMeta, keys::instance(instance), encode(&batch.meta)?));
+        Self::meta_index_writes(batch.previous.as_ref(), &batch.meta, &mut writes);
         for op in &batch.index_ops {
-            writes.push(match op {
-                IndexOp::PutJob(e) => {
-                    Write::Put(Tree::Jobs, keys::job(&e.job_type, e.instance, e.job), Vec::new())
-                }
-                IndexOp::DeleteJob(e) => Write::Delete(Tree::Jobs, keys::job(&e.job_type, e.instance, e.job)),
-                IndexOp::PutTimer(e) => {
-                    Write::Put(Tree::Timers, keys::timer(&e.due, e.instance, e.timer), encode(e)?)
-                }
-                IndexOp::DeleteTimer(e) => {
-                    Write::Delete(Tree::Timers, keys::timer(&e.due, e.instance, e.timer))
-                }
-                IndexOp::PutSubscription(e) => Write::Put(
-                    Tree::Subscriptions,
-                    keys::subscription(&e.message_name, &e.correlation_key, e.instance, e.subscription),
-                    Vec::new(),
-                ),
-                IndexOp::DeleteSubscription(e) => Write::Delete(
-                    Tree::Subscriptions,
-                    keys::subscription(&e.message_name, &e.correlation_key, e.instance, e.subscription),
-                ),
-            });
+            writes.push(Self::index_write(op)?);
         }
         for entry in &batch.outbox {
             writes.push(Write::Put(Tree::Outbox, keys::outbox(entry.id), encode(entry)?));
         }
-        self.kv.apply(writes)
+        for id in &batch.acks {
+            writes.push(Write::Delete(Tree::Outbox, keys::outbox(*id)));
+        }
+        self.write(writes, batch.operations.clone())
     }
 
     fn records(&self, instance: InstanceKey, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        // Batches are keyed by their last seq: the one holding `from` is the first at or after it.
         let start = keys::record(instance, from);
-        let end = keys::record(InstanceKey(instance.0.saturating_add(1)), 0);
-        let end = (instance.0 < u64::MAX).then_some(end);
-        self.kv
-            .scan(Tree::Records, &start, end.as_deref(), limit)?
-            .iter()
-            .map(|(key, value)| {
-                let seq = keys::read_u64(key, 8).unwrap_or(0);
-                decode(&format!("record {seq} of instance {instance}"), value)
-            })
-            .collect()
+        let end = (instance.0 < u64::MAX).then(|| keys::record(InstanceKey(instance.0 + 1), 0));
+        let mut out = Vec::new();
+        for (key, value) in self.kv.scan(Tree::Records, &start, end.as_deref(), usize::MAX)? {
+            let last = keys::read_u64(&key, 8).unwrap_or(0);
+            let batch: Vec<RecordedEvent> =
+                decode(&format!("the records of instance {instance} up to sequence number {last}"), &value)?;
+            out.extend(batch.into_iter().filter(|record| record.seq >= from));
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn instance(&self, instance: InstanceKey) -> Result<Option<StoredInstance>> {
@@ -206,23 +529,59 @@ impl<K: Kv> Store for KvStore<K> {
             .transpose()
     }
 
+    fn instance_meta(&self, instance: InstanceKey) -> Result<Option<InstanceMeta>> {
+        self.kv
+            .get(Tree::InstanceMeta, &keys::instance(instance))?
+            .map(|bytes| decode(&format!("instance {instance}'s metadata"), &bytes))
+            .transpose()
+    }
+
     fn instances(
         &self,
         filter: &InstanceFilter,
         after: Option<InstanceKey>,
         limit: usize,
     ) -> Result<Vec<InstanceMeta>> {
+        // The most selective index the filter names; the full filter is applied to each candidate.
+        if let Some(business_key) = &filter.business_key {
+            let keys = self.keys_from_index(
+                Tree::ByBusinessKey,
+                &keys::by_business_key_prefix(business_key),
+                after,
+            )?;
+            return self.metas_matching(keys, filter, limit);
+        }
+        if let Some(process_id) = &filter.process_id {
+            let prefix = keys::by_process_prefix(process_id, filter.version);
+            let mut keys = self.keys_from_index(Tree::ByProcess, &prefix, None)?;
+            if filter.version.is_none() {
+                // Across versions the index orders by version first; pages go by instance key.
+                keys.sort_unstable();
+            }
+            let keys = keys.into_iter().filter(|key| after.is_none_or(|after| *key > after));
+            return self.metas_matching(keys, filter, limit);
+        }
+        if let Some(status) = filter.status {
+            let keys = self.keys_from_index(Tree::ByStatus, &[keys::status_code(status)], after)?;
+            return self.metas_matching(keys, filter, limit);
+        }
+        if filter.started_after.is_some() || filter.started_before.is_some() {
+            let from = filter.started_after.map(|at| keys::by_start_from(&at)).unwrap_or_default();
+            let to = filter.started_before.map(|at| keys::by_start_from(&at));
+            let mut keys: Vec<InstanceKey> = self
+                .kv
+                .scan(Tree::ByStart, &from, to.as_deref(), usize::MAX)?
+                .iter()
+                .filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey))
+                .filter(|key| after.is_none_or(|after| *key > after))
+                .collect();
+            keys.sort_unstable();
+            return self.metas_matching(keys, filter, limit);
+        }
         let start = after.map(|key| keys::instance(InstanceKey(key.0.saturating_add(1)))).unwrap_or_default();
         let mut out = Vec::new();
-        // Filtering by scanning snapshots' metadata; secondary indexes come with the API issue.
-        for (_, value) in self.kv.scan(Tree::Instances, &start, None, usize::MAX)? {
-            let stored: StoredInstance = decode("instance", &value)?;
-            if filter.matches(&stored.meta) {
-                out.push(stored.meta);
-                if out.len() >= limit {
-                    break;
-                }
-            }
+        for (_, value) in self.kv.scan(Tree::InstanceMeta, &start, None, limit)? {
+            out.push(decode("instance metadata", &value)?);
         }
         Ok(out)
     }
@@ -243,26 +602,23 @@ impl<K: Kv> Store for KvStore<K> {
         let entries = self.scan_prefix(Tree::Jobs, &prefix, limit)?;
         let mut jobs = Vec::with_capacity(entries.len());
         for (key, _) in entries {
-            let len =
-                key.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0) as usize;
-            let job_type = String::from_utf8_lossy(key.get(4..4 + len).unwrap_or_default()).into_owned();
-            let instance =
-                keys::read_u64(&key, 4 + len).ok_or_else(|| StoreError::Corrupt("job key".into()))?;
-            let job = keys::read_u64(&key, 12 + len).ok_or_else(|| StoreError::Corrupt("job key".into()))?;
+            let corrupt = || StoreError::Corrupt("job key".into());
+            let (job_type, at) = keys::read_string(&key, 0).ok_or_else(corrupt)?;
+            let instance = keys::read_u64(&key, at).ok_or_else(corrupt)?;
+            let job = keys::read_u64(&key, at + 8).ok_or_else(corrupt)?;
             jobs.push(JobEntry { job_type, instance: InstanceKey(instance), job: Key(job) });
         }
         Ok(jobs)
     }
 
     fn subscriptions(&self, message_name: &str, correlation_key: &str) -> Result<Vec<SubscriptionEntry>> {
-        let prefix = keys::subscription_prefix(message_name, correlation_key);
+        let prefix = keys::name_and_key(message_name, correlation_key);
         let entries = self.scan_prefix(Tree::Subscriptions, &prefix, usize::MAX)?;
         let mut subscriptions = Vec::with_capacity(entries.len());
         for (key, _) in entries {
-            let instance = keys::read_u64(&key, prefix.len())
-                .ok_or_else(|| StoreError::Corrupt("subscription key".into()))?;
-            let subscription = keys::read_u64(&key, prefix.len() + 8)
-                .ok_or_else(|| StoreError::Corrupt("subscription key".into()))?;
+            let corrupt = || StoreError::Corrupt("subscription key".into());
+            let instance = keys::read_u64(&key, prefix.len()).ok_or_else(corrupt)?;
+            let subscription = keys::read_u64(&key, prefix.len() + 8).ok_or_else(corrupt)?;
             subscriptions.push(SubscriptionEntry {
                 message_name: message_name.to_owned(),
                 correlation_key: correlation_key.to_owned(),
@@ -273,6 +629,122 @@ impl<K: Kv> Store for KvStore<K> {
         Ok(subscriptions)
     }
 
+    fn signal_subscriptions(&self, signal_name: &str) -> Result<Vec<SignalEntry>> {
+        let prefix = keys::signal_prefix(signal_name);
+        let mut out = Vec::new();
+        for (key, _) in self.scan_prefix(Tree::Signals, &prefix, usize::MAX)? {
+            let corrupt = || StoreError::Corrupt("signal subscription key".into());
+            let instance = keys::read_u64(&key, prefix.len()).ok_or_else(corrupt)?;
+            let subscription = keys::read_u64(&key, prefix.len() + 8).ok_or_else(corrupt)?;
+            out.push(SignalEntry {
+                signal_name: signal_name.to_owned(),
+                instance: InstanceKey(instance),
+                subscription: Key(subscription),
+            });
+        }
+        Ok(out)
+    }
+
+    fn children(&self, parent: InstanceKey, element_instance: Key) -> Result<Vec<InstanceKey>> {
+        self.keys_from_index(Tree::ByParent, &keys::by_parent_prefix(parent, element_instance), None)
+    }
+
+    fn user_tasks(&self, after: Option<(InstanceKey, Key)>, limit: usize) -> Result<Vec<UserTaskEntry>> {
+        let start = after.map(|(i, k)| keys::owned(i, Key(k.0.saturating_add(1)))).unwrap_or_default();
+        self.kv
+            .scan(Tree::UserTasks, &start, None, limit)?
+            .iter()
+            .map(|(_, v)| decode("user task", v))
+            .collect()
+    }
+
+    fn incidents(&self, after: Option<(InstanceKey, Key)>, limit: usize) -> Result<Vec<IncidentEntry>> {
+        let start = after.map(|(i, k)| keys::owned(i, Key(k.0.saturating_add(1)))).unwrap_or_default();
+        self.kv
+            .scan(Tree::Incidents, &start, None, limit)?
+            .iter()
+            .map(|(_, v)| decode("incident", v))
+            .collect()
+    }
+
+    fn put_message(&self, mut message: BufferedMessage) -> Result<BufferedMessage> {
+        let _messages = lock(&self.messages);
+        if let Some(id) = &message.message_id {
+            if self.kv.get(Tree::MessageIds, id.as_bytes())?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "a message with id '{id}' is already buffered; it is published only once"
+                )));
+            }
+        }
+        let key = read_counter(&self.kv, keys::NEXT_MESSAGE)?.unwrap_or(1);
+        message.key = key;
+        let mut writes =
+            vec![Write::Put(Tree::Meta, keys::NEXT_MESSAGE.to_vec(), (key + 1).to_be_bytes().to_vec())];
+        Self::message_writes(&message, &mut writes)?;
+        self.write(writes, Vec::new())?;
+        Ok(message)
+    }
+
+    fn update_message(&self, message: &BufferedMessage) -> Result<()> {
+        let key = keys::message(&message.name, &message.correlation_key, message.key);
+        self.write(vec![Write::Put(Tree::Messages, key, encode(message)?)], Vec::new())
+    }
+
+    fn messages(&self, name: &str, correlation_key: &str) -> Result<Vec<BufferedMessage>> {
+        self.scan_prefix(Tree::Messages, &keys::name_and_key(name, correlation_key), usize::MAX)?
+            .iter()
+            .map(|(_, value)| decode("buffered message", value))
+            .collect()
+    }
+
+    fn message_by_id(&self, message_id: &str) -> Result<Option<BufferedMessage>> {
+        let Some(key) = self.kv.get(Tree::MessageIds, message_id.as_bytes())? else { return Ok(None) };
+        self.kv.get(Tree::Messages, &key)?.map(|value| decode("buffered message", &value)).transpose()
+    }
+
+    fn expire_messages(&self, until: DateTime<FixedOffset>) -> Result<usize> {
+        let _messages = lock(&self.messages);
+        let expired =
+            self.kv.scan(Tree::MessageExpiry, &[], Some(&keys::message_expiry_until(&until)), usize::MAX)?;
+        let mut writes = Vec::new();
+        for (expiry_key, message_key) in &expired {
+            if let Some(value) = self.kv.get(Tree::Messages, message_key)? {
+                let message: BufferedMessage = decode("buffered message", &value)?;
+                if let Some(id) = &message.message_id {
+                    writes.push(Write::Delete(Tree::MessageIds, id.as_bytes().to_vec()));
+                }
+            }
+            writes.push(Write::Delete(Tree::Messages, message_key.clone()));
+            writes.push(Write::Delete(Tree::MessageExpiry, expiry_key.clone()));
+        }
+        self.write(writes, Vec::new())?;
+        Ok(expired.len())
+    }
+
+    fn operations(&self, filter: &OperationFilter, after: u64, limit: usize) -> Result<Vec<Operation>> {
+        let mut out = Vec::new();
+        let mut from = keys::operation(after.saturating_add(1));
+        // Scan in pages so a selective filter does not load the whole log at once.
+        loop {
+            let page = self.kv.scan(Tree::Operations, &from, None, 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            from = keys::operation(keys::read_u64(last, 0).unwrap_or(u64::MAX).saturating_add(1));
+            for (_, value) in &page {
+                let operation: Operation = decode("operation", value)?;
+                if filter.matches(&operation) {
+                    out.push(operation);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if page.len() < 1024 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.kv
             .scan(Tree::Outbox, &[], None, limit)?
@@ -281,7 +753,10 @@ impl<K: Kv> Store for KvStore<K> {
             .collect()
     }
 
-    fn ack(&self, id: (InstanceKey, u64, u32)) -> Result<()> {
-        self.kv.apply(vec![Write::Delete(Tree::Outbox, keys::outbox(id))])
+    fn ack(&self, ids: &[OutboxId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(ids.iter().map(|id| Write::Delete(Tree::Outbox, keys::outbox(*id))).collect(), Vec::new())
     }
 }

@@ -44,6 +44,16 @@ impl Kv for MemoryKv {
             .collect())
     }
 
+    fn last_before(&self, tree: Tree, before: Option<&[u8]>) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let trees = self.lock()?;
+        let Some(map) = trees.get(&tree) else { return Ok(None) };
+        let last = match before {
+            Some(before) => map.range(..before.to_vec()).next_back(),
+            None => map.iter().next_back(),
+        };
+        Ok(last.map(|(key, value)| (key.clone(), value.clone())))
+    }
+
     fn apply(&self, writes: Vec<Write>) -> Result<()> {
         let mut trees = self.lock()?;
         for write in writes {

@@ -1,11 +1,13 @@
 //! Storage behind a trait: deployments, each instance's audit log and state snapshot, and the indexes the
 //! engine needs (runnable jobs by type, timers by due time, message subscriptions by name and correlation
-//! key, open incidents), plus the outbox of actions. One implementation per backend (`memory` for tests,
+//! key, open user tasks and incidents, instances by process / status / business key / start time), buffered
+//! messages with their time to live, the operation log, and the outbox of actions. One implementation per backend (`memory` for tests,
 //! `sled` the embedded default); no backend type leaks through this module.
 //!
 //! # Contract
 //! `commit` writes everything one command changed — records, snapshot, index changes, outbox — in one
-//! atomic batch, and returns only once it is durable (flushed). A reader never sees half a batch.
+//! atomic batch, and returns only once it is durable (flushed); commits that arrive together may share one
+//! flush (group commit), but none is answered before its flush. A reader never sees half a batch.
 //! Index changes are derived from the events by [`index_changes`], the same for every backend.
 
 pub mod keys;
@@ -17,10 +19,10 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Actor, Digest256, RecordedEvent};
-use crate::runtime::{Action, Event, Instance, InstanceKey, InstanceStatus, Key};
+use crate::runtime::{Action, Event, IncidentKind, Instance, InstanceKey, InstanceStatus, Key, VariableMap};
 
 /// The store format written by this build; opening a store of another format is an error, never a guess.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -56,6 +58,9 @@ pub struct Deployment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMeta {
     pub key: InstanceKey,
+    /// The call activity that started this instance: (parent instance, its element instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<(InstanceKey, Key)>,
     pub process_id: String,
     pub version: u32,
     pub business_key: Option<String>,
@@ -98,6 +103,106 @@ pub struct SubscriptionEntry {
     pub subscription: Key,
 }
 
+/// An open user task, as listed for task inboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserTaskEntry {
+    pub instance: InstanceKey,
+    pub task: Key,
+    pub element: String,
+    pub name: Option<String>,
+    pub assignee: Option<String>,
+    pub candidate_groups: Vec<String>,
+    pub candidate_users: Vec<String>,
+    pub form_key: Option<String>,
+    pub due_date: Option<String>,
+}
+
+/// An open incident, as listed for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentEntry {
+    pub instance: InstanceKey,
+    pub incident: Key,
+    pub element: String,
+    pub kind: IncidentKind,
+    pub message: String,
+    pub job: Option<Key>,
+}
+
+/// A published message kept for its time to live, for subscriptions that open later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BufferedMessage {
+    /// Allocated by the store (`put_message`); unique, increasing.
+    pub key: u64,
+    pub name: String,
+    pub correlation_key: String,
+    pub variables: VariableMap,
+    /// For de-duplication: a second message with the same id is refused while this one is buffered.
+    pub message_id: Option<String>,
+    pub published_at: DateTime<FixedOffset>,
+    pub expires_at: DateTime<FixedOffset>,
+    /// The processes it was correlated to: a message is correlated at most once per process.
+    pub correlated: Vec<String>,
+}
+
+/// What an operation did to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationKind {
+    Create,
+    Update,
+    Delete,
+}
+
+/// What an operation changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OperationTarget {
+    Definition { process_id: String, version: u32 },
+    Instance { instance: InstanceKey, process_id: String },
+    Variable { instance: InstanceKey, scope: Key, name: String },
+}
+
+/// One entry of the operation log (GovStack Workflow BB §5): who created, updated or deleted which
+/// definition, instance or variable, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Assigned by the store when the operation is committed; unique and increasing.
+    pub seq: u64,
+    pub at: DateTime<FixedOffset>,
+    pub actor: Actor,
+    pub kind: OperationKind,
+    pub target: OperationTarget,
+    /// A short note: the new state, "enabled", the command that set a variable.
+    pub detail: Option<String>,
+}
+
+/// Filters for the operation log; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperationFilter {
+    pub user: Option<String>,
+    pub instance: Option<InstanceKey>,
+    pub process_id: Option<String>,
+    pub kind: Option<OperationKind>,
+    pub from: Option<DateTime<FixedOffset>>,
+    pub to: Option<DateTime<FixedOffset>>,
+}
+
+impl OperationFilter {
+    pub fn matches(&self, operation: &Operation) -> bool {
+        let (instance, process_id) = match &operation.target {
+            OperationTarget::Definition { process_id, .. } => (None, Some(process_id)),
+            OperationTarget::Instance { instance, process_id } => (Some(*instance), Some(process_id)),
+            OperationTarget::Variable { instance, .. } => (Some(*instance), None),
+        };
+        self.user.as_ref().is_none_or(|user| user == &operation.actor.user)
+            && self.instance.is_none_or(|wanted| Some(wanted) == instance)
+            && self.process_id.as_ref().is_none_or(|wanted| Some(wanted) == process_id)
+            && self.kind.is_none_or(|kind| kind == operation.kind)
+            && self.from.is_none_or(|from| operation.at >= from)
+            && self.to.is_none_or(|to| operation.at < to)
+    }
+}
+
 /// One change to an index, derived from an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexOp {
@@ -107,13 +212,30 @@ pub enum IndexOp {
     DeleteTimer(TimerEntry),
     PutSubscription(SubscriptionEntry),
     DeleteSubscription(SubscriptionEntry),
+    PutUserTask(UserTaskEntry),
+    DeleteUserTask { instance: InstanceKey, task: Key },
+    PutIncident(IncidentEntry),
+    DeleteIncident { instance: InstanceKey, incident: Key },
+    PutSignal(SignalEntry),
+    DeleteSignal(SignalEntry),
 }
+
+/// An entry of the signal-subscription index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalEntry {
+    pub signal_name: String,
+    pub instance: InstanceKey,
+    pub subscription: Key,
+}
+
+/// The id of an outbox entry: (instance, seq of the record that caused it, index within the batch).
+pub type OutboxId = (InstanceKey, u64, u32);
 
 /// An action waiting in the outbox to be performed after its batch is durable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
-    /// Unique and increasing: (instance, seq of the record that caused it, index within the batch).
-    pub id: (InstanceKey, u64, u32),
+    /// Unique and increasing.
+    pub id: OutboxId,
     pub action: Action,
 }
 
@@ -121,10 +243,16 @@ pub struct OutboxEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub meta: InstanceMeta,
+    /// The metadata before this command (`None` for a new instance), to move secondary index entries.
+    pub previous: Option<InstanceMeta>,
     pub records: Vec<RecordedEvent>,
     pub snapshot: Instance,
     pub index_ops: Vec<IndexOp>,
     pub outbox: Vec<OutboxEntry>,
+    /// Outbox entries performed by now, removed in the same batch.
+    pub acks: Vec<OutboxId>,
+    /// Operation-log entries (their `seq` is assigned by the store).
+    pub operations: Vec<Operation>,
 }
 
 /// Filters for listing instances; `None` means any.
@@ -151,19 +279,24 @@ impl InstanceFilter {
 
 /// The storage contract every backend meets (see the module's `# Contract`).
 pub trait Store: Send + Sync {
-    /// Saves a deployment (a new version of a process).
-    fn put_deployment(&self, deployment: &Deployment) -> Result<()>;
+    /// Saves a new deployment, or replaces one (enable / disable), with its operation-log entry.
+    fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()>;
+    /// Removes a deployment (the caller checked that no instance uses it).
+    fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()>;
     /// Every deployment, ordered by process id, then version.
     fn deployments(&self) -> Result<Vec<Deployment>>;
     fn deployment(&self, process_id: &str, version: u32) -> Result<Option<Deployment>>;
     /// Allocates the next instance key (durable: never handed out twice, even after a crash).
     fn next_instance_key(&self) -> Result<InstanceKey>;
-    /// Writes one command's batch atomically and durably.
+    /// Writes one command's batch atomically and durably. Concurrent commits may share one flush (group
+    /// commit); none returns before its batch is durable.
     fn commit(&self, batch: &Batch) -> Result<()>;
     /// Records of an instance from sequence number `from` (inclusive), in order, at most `limit`.
     fn records(&self, instance: InstanceKey, from: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
     fn instance(&self, instance: InstanceKey) -> Result<Option<StoredInstance>>;
-    /// Instances matching `filter`, by key, after `after` (cursor paging), at most `limit`.
+    fn instance_meta(&self, instance: InstanceKey) -> Result<Option<InstanceMeta>>;
+    /// Instances matching `filter`, by key, after `after` (cursor paging), at most `limit`. Uses the
+    /// secondary indexes (business key, process, status, start time) where the filter allows.
     fn instances(
         &self,
         filter: &InstanceFilter,
@@ -172,13 +305,33 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<InstanceMeta>>;
     /// Timers due at or before `until`, earliest first.
     fn due_timers(&self, until: DateTime<FixedOffset>, limit: usize) -> Result<Vec<TimerEntry>>;
-    /// Runnable jobs of `job_type` (every type when `None`), oldest first.
+    /// Runnable jobs of `job_type` (every type when `None`), by (type, instance, job).
     fn jobs(&self, job_type: Option<&str>, limit: usize) -> Result<Vec<JobEntry>>;
     fn subscriptions(&self, message_name: &str, correlation_key: &str) -> Result<Vec<SubscriptionEntry>>;
+    /// Instances subscribed to signal `signal_name`.
+    fn signal_subscriptions(&self, signal_name: &str) -> Result<Vec<SignalEntry>>;
+    /// The child instances a call activity started.
+    fn children(&self, parent: InstanceKey, element_instance: Key) -> Result<Vec<InstanceKey>>;
+    /// Open user tasks, by (instance, task), after `after`, at most `limit`.
+    fn user_tasks(&self, after: Option<(InstanceKey, Key)>, limit: usize) -> Result<Vec<UserTaskEntry>>;
+    /// Open incidents, by (instance, incident), after `after`, at most `limit`.
+    fn incidents(&self, after: Option<(InstanceKey, Key)>, limit: usize) -> Result<Vec<IncidentEntry>>;
+    /// Buffers a message (its `key` is allocated here; the stored message is returned). Refuses, with
+    /// `StoreError::Conflict`, a message whose id is already buffered.
+    fn put_message(&self, message: BufferedMessage) -> Result<BufferedMessage>;
+    /// Replaces a buffered message (after a correlation), keeping its key.
+    fn update_message(&self, message: &BufferedMessage) -> Result<()>;
+    /// Buffered messages of (name, correlation key), oldest first, expired ones included.
+    fn messages(&self, name: &str, correlation_key: &str) -> Result<Vec<BufferedMessage>>;
+    fn message_by_id(&self, message_id: &str) -> Result<Option<BufferedMessage>>;
+    /// Removes every message that expired at or before `until`; returns how many.
+    fn expire_messages(&self, until: DateTime<FixedOffset>) -> Result<usize>;
+    /// The operation log, oldest first, after sequence number `after`, at most `limit` matches.
+    fn operations(&self, filter: &OperationFilter, after: u64, limit: usize) -> Result<Vec<Operation>>;
     /// Actions not yet acknowledged, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
-    /// The action ran; it leaves the outbox.
-    fn ack(&self, id: (InstanceKey, u64, u32)) -> Result<()>;
+    /// The actions ran; they leave the outbox.
+    fn ack(&self, ids: &[OutboxId]) -> Result<()>;
 }
 
 /// The index changes that `records` imply, given the instance state `before` they were applied (to find
@@ -226,6 +379,59 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
                     instance,
                     subscription: *subscription,
                 }));
+            }
+            Event::UserTaskOpened {
+                task,
+                element,
+                name,
+                assignee,
+                candidate_groups,
+                candidate_users,
+                form_key,
+                due_date,
+                ..
+            } => ops.push(IndexOp::PutUserTask(UserTaskEntry {
+                instance,
+                task: *task,
+                element: element.0.clone(),
+                name: name.clone(),
+                assignee: assignee.clone(),
+                candidate_groups: candidate_groups.clone(),
+                candidate_users: candidate_users.clone(),
+                form_key: form_key.clone(),
+                due_date: due_date.clone(),
+            })),
+            Event::UserTaskCompleted { task, .. } | Event::UserTaskCancelled { task } => {
+                ops.push(IndexOp::DeleteUserTask { instance, task: *task });
+            }
+            Event::IncidentRaised { incident, element, kind, message, job, .. } => {
+                ops.push(IndexOp::PutIncident(IncidentEntry {
+                    instance,
+                    incident: *incident,
+                    element: element.0.clone(),
+                    kind: *kind,
+                    message: message.clone(),
+                    job: *job,
+                }));
+            }
+            Event::SignalSubscriptionOpened { subscription, signal_name, .. } => {
+                ops.push(IndexOp::PutSignal(SignalEntry {
+                    signal_name: signal_name.clone(),
+                    instance,
+                    subscription: *subscription,
+                }));
+            }
+            Event::SignalSubscriptionClosed { subscription } => {
+                if let Some(existing) = state.signal_subscriptions.get(subscription) {
+                    ops.push(IndexOp::DeleteSignal(SignalEntry {
+                        signal_name: existing.signal_name.clone(),
+                        instance,
+                        subscription: *subscription,
+                    }));
+                }
+            }
+            Event::IncidentResolved { incident } => {
+                ops.push(IndexOp::DeleteIncident { instance, incident: *incident });
             }
             Event::MessageSubscriptionClosed { subscription } => {
                 if let Some(existing) = state.message_subscriptions.get(subscription) {

@@ -1,22 +1,22 @@
-//! The sled 0.34 backend: one sled tree per [`Tree`], batches written in one multi-tree transaction and
-//! flushed before `apply` returns. The only module of govflow that names sled; nothing sled leaks out.
+//! The sled 0.34 backend: every logical [`Tree`] is a one-byte key prefix in sled's default tree, so a
+//! batch over several logical trees is one `Tree::apply_batch` (atomic, and much cheaper than sled's
+//! multi-tree transactions), flushed before `apply` returns. The only module of govflow that names sled;
+//! nothing sled leaks out.
 //!
 //! # Contract
-//! - `apply` writes all its items in one sled transaction over every tree, so after a crash either the
-//!   whole batch is there or none of it. It then calls `Db::flush` (sled's buffers to the file) and
-//!   `fdatasync`s sled's log file, and only then returns: sled's background flush (every 500 ms by
-//!   default) is never relied on. A batch `apply` returned for survives `kill -9`, and power loss as far as
-//!   the log goes. sled 0.34 writes page fragments (in practice: values) over about 128 KiB, a quarter
-//!   of its 512 KiB segment, to separate blob files that it never fsyncs; those survive `kill -9` but not
-//!   necessarily power loss.
+//! - `apply` writes all its items in one sled batch, so after a crash either the whole batch is there or
+//!   none of it. It then calls `Db::flush` (sled's buffers to the file) and `fdatasync`s sled's log file,
+//!   and only then returns: sled's background flush (every 500 ms by default) is never relied on. A batch
+//!   `apply` returned for survives `kill -9`, and power loss as far as the log goes. sled 0.34 writes page
+//!   fragments (in practice: values) over about 128 KiB, a quarter of its 512 KiB segment, to separate
+//!   blob files that it never fsyncs; those survive `kill -9` but not necessarily power loss.
 //! - If the flush or the sync fails, `apply` returns the error, but the batch may already be visible
 //!   without being durable: treat the store as failed and reopen it.
 //! - Readers (`get`, `scan`) and `apply` exclude each other through `commit_lock`, held by `apply` until the
 //!   sync is done. A reader therefore sees a batch either completely or not at all (sled's own iterators
 //!   are not snapshots: a scan running across a commit sees part of it), and never sees a batch that is
 //!   not yet durable — so nothing can act on data a crash could still take back.
-//! - The transaction closure is pure (it only replays the prepared writes into the transactional trees),
-//!   because sled re-runs it on a conflict.
+//! - sled's page cache is bounded (`CACHE_CAPACITY`), so memory does not grow with the store.
 //! - A directory is open in one `SledKv` at a time (sled locks it). Reopening waits up to
 //!   `LOCK_RELEASE_WAIT` for the lock a just-dropped `SledKv` of this process still holds; a directory open
 //!   elsewhere is refused with a backend error.
@@ -27,17 +27,13 @@ use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
-
 use super::keys::Tree;
-use super::kv::{Kv, KvStore, Write};
+use super::kv::{CommitConfig, Kv, KvStore, Write};
 use super::{Result, StoreError};
 
-/// A sled database with one sled tree per logical [`Tree`], in the order of [`Tree::ALL`].
+/// A sled database holding every logical [`Tree`] under its prefix byte.
 pub struct SledKv {
     db: sled::Db,
-    trees: [sled::Tree; 8],
     /// sled's log file, for a real `fsync` after `Db::flush` (see `apply`).
     log: File,
     /// Makes a batch's visibility and durability one step for readers (see the module's `# Contract`).
@@ -55,13 +51,22 @@ fn backend(what: impl fmt::Display, error: impl fmt::Display) -> StoreError {
     StoreError::Backend(format!("sled: {what}: {error}"))
 }
 
-/// Where `tree` sits in `Tree::ALL` (and so in `SledKv::trees` and in a transaction's views).
-fn position(tree: Tree) -> Result<usize> {
-    Tree::ALL
-        .iter()
-        .position(|candidate| *candidate == tree)
-        .ok_or_else(|| StoreError::Backend(format!("sled: tree {} is not in Tree::ALL", tree.name())))
+/// `key` under `tree`'s prefix.
+fn prefixed(tree: Tree, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(tree.prefix());
+    out.extend_from_slice(key);
+    out
 }
+
+/// The first key after every key of `tree`.
+fn tree_end(tree: Tree) -> Vec<u8> {
+    // Prefixes are below 255 (checked by a test of `keys`), so the next prefix exists.
+    vec![tree.prefix().saturating_add(1)]
+}
+
+/// sled's page cache: bounded so that memory stays flat however large the store grows.
+const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
 impl SledKv {
     /// Opens (creating if needed) the sled database in directory `path` and its trees.
@@ -70,30 +75,13 @@ impl SledKv {
         std::fs::create_dir_all(path).map_err(|error| backend(format!("cannot create {shown}"), error))?;
         let db =
             open_db(path).map_err(|error| backend(format!("cannot open the database at {shown}"), error))?;
-        let mut trees = Vec::with_capacity(Tree::ALL.len());
-        for tree in Tree::ALL {
-            trees.push(
-                db.open_tree(tree.name()).map_err(|error| {
-                    backend(format!("cannot open tree {} at {shown}", tree.name()), error)
-                })?,
-            );
-        }
-        let trees = trees
-            .try_into()
-            .map_err(|_| StoreError::Backend("sled: Tree::ALL does not have 8 trees".to_owned()))?;
         // Never written through: only synced. sled 0.34 keeps all its data in this one log file.
         let log_path = path.join(LOG_FILE);
         let log =
             OpenOptions::new().read(true).write(true).open(&log_path).map_err(|error| {
                 backend(format!("cannot open sled's log file {}", log_path.display()), error)
             })?;
-        Ok(SledKv { db, trees, log, commit_lock: RwLock::new(()) })
-    }
-
-    fn tree(&self, tree: Tree) -> Result<&sled::Tree> {
-        self.trees
-            .get(position(tree)?)
-            .ok_or_else(|| StoreError::Backend(format!("sled: tree {} is not open", tree.name())))
+        Ok(SledKv { db, log, commit_lock: RwLock::new(()) })
     }
 
     fn read_lock(&self) -> Result<RwLockReadGuard<'_, ()>> {
@@ -121,7 +109,7 @@ fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_RELEASE_WAIT;
     let mut backoff = Duration::from_millis(1);
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new().path(path).cache_capacity(CACHE_CAPACITY).open() {
             Err(sled::Error::Io(error))
                 if error.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
             {
@@ -140,8 +128,8 @@ fn poisoned() -> StoreError {
 impl Kv for SledKv {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let _read = self.read_lock()?;
-        self.tree(tree)?
-            .get(key)
+        self.db
+            .get(prefixed(tree, key))
             .map(|value| value.map(|value| value.to_vec()))
             .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))
     }
@@ -157,19 +145,27 @@ impl Kv for SledKv {
             return Ok(Vec::new());
         }
         let _read = self.read_lock()?;
-        let sled_tree = self.tree(tree)?;
-        let entries = match to {
-            Some(to) => sled_tree.range(from..to),
-            None => sled_tree.range(from..),
-        };
-        entries
+        let end = to.map_or_else(|| tree_end(tree), |to| prefixed(tree, to));
+        self.db
+            .range(prefixed(tree, from)..end)
             .take(limit)
             .map(|entry| {
                 entry
-                    .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map(|(key, value)| (key[1..].to_vec(), value.to_vec()))
                     .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))
             })
             .collect()
+    }
+
+    fn last_before(&self, tree: Tree, before: Option<&[u8]>) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let _read = self.read_lock()?;
+        let end = before.map_or_else(|| tree_end(tree), |before| prefixed(tree, before));
+        self.db
+            .range(vec![tree.prefix()]..end)
+            .next_back()
+            .transpose()
+            .map(|last| last.map(|(key, value)| (key[1..].to_vec(), value.to_vec())))
+            .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<()> {
@@ -177,33 +173,17 @@ impl Kv for SledKv {
             return Ok(());
         }
         let n_writes = writes.len();
-        // Resolve trees before the transaction so that its closure cannot fail but for sled's reasons.
-        let prepared = writes
-            .into_iter()
-            .map(|write| match write {
-                Write::Put(tree, key, value) => Ok((position(tree)?, key, Some(value))),
-                Write::Delete(tree, key) => Ok((position(tree)?, key, None)),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                Write::Put(tree, key, value) => batch.insert(prefixed(tree, &key), value),
+                Write::Delete(tree, key) => batch.remove(prefixed(tree, &key)),
+            }
+        }
         let _write = self.write_lock()?;
-        let result = self.trees[..].transaction(|views| {
-            for (index, key, value) in &prepared {
-                let view = views.get(*index).ok_or(ConflictableTransactionError::Abort(*index))?;
-                match value {
-                    Some(value) => view.insert(key.as_slice(), value.as_slice())?,
-                    None => view.remove(key.as_slice())?,
-                };
-            }
-            Ok(())
-        });
-        result.map_err(|error| match error {
-            TransactionError::Abort(index) => {
-                StoreError::Backend(format!("sled: the transaction has no tree at position {index}"))
-            }
-            TransactionError::Storage(error) => {
-                backend(format!("cannot write a batch of {n_writes} writes"), error)
-            }
-        })?;
+        self.db
+            .apply_batch(batch)
+            .map_err(|error| backend(format!("cannot write a batch of {n_writes} writes"), error))?;
         let not_durable = |error: &dyn fmt::Display| {
             backend(format!("cannot flush a batch of {n_writes} writes (it may not be durable)"), error)
         };
@@ -217,5 +197,10 @@ impl Kv for SledKv {
 
 /// Opens (creating if needed) the sled store in directory `path`, checking or writing its format version.
 pub fn open_sled(path: &Path) -> Result<KvStore<SledKv>> {
-    KvStore::open(SledKv::open(path)?, &path.display().to_string())
+    open_sled_with(path, CommitConfig::default())
+}
+
+/// Opens the sled store with explicit group-commit settings.
+pub fn open_sled_with(path: &Path, config: CommitConfig) -> Result<KvStore<SledKv>> {
+    KvStore::open_with(SledKv::open(path)?, &path.display().to_string(), config)
 }
