@@ -1,6 +1,8 @@
 //! The `govflow` command line: validate BPMN files today; serve, demo and audit as those land.
 //! It is a thin shell over the engine crate: no BPMN logic lives here.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +35,8 @@ enum Command {
     Inspect { file: PathBuf },
     /// Print the table of diagnostic codes.
     Codes,
+    /// Measure the durable engine: throughput, latency, commits per flush, bytes and memory per instance.
+    Bench(bench::BenchArgs),
     /// Audit the history stored in a data directory: verify, replay, export.
     Audit {
         #[command(subcommand)]
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if has_errors(&parsed.diagnostics) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Audit { command, data } => audit(&data, command),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Codes => {
             for code in govflow_engine::Code::ALL {
                 println!("{code}  {}", code.summary());

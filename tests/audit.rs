@@ -111,26 +111,62 @@ fn changing_one_byte_of_a_stored_event_is_reported_with_its_sequence_number() {
     let dir = data_dir("tamper");
     run_journey(&dir);
     {
-        // An insider edits the stored JSON of record 5 of instance 1: one digit of its timestamp. Records
-        // are stored in batches (one value per command), so find the batch that holds it.
+        // An insider edits the stored JSON of record 5 of instance 1: one letter of its event (the element
+        // or flow id it names). Records are stored in batches, one value per command, each record as
+        // `[seq, event, hash]`: find the batch that holds record 5.
         let db = open_raw(&dir);
         let prefix = [Tree::Records.prefix()];
+        let marker = b"[5,{\"type\":\"";
         let (key, value) = db
             .scan_prefix(prefix)
             .map(Result::unwrap)
             .find(|(key, value)| {
-                key[1..9] == 1u64.to_be_bytes() && value.windows(8).any(|w| w == b"\"seq\":5,")
+                key[1..9] == 1u64.to_be_bytes() && value.windows(marker.len()).any(|w| w == marker)
             })
             .expect("the batch holding record 5");
         let mut value = value.to_vec();
-        let record = value.windows(8).position(|w| w == b"\"seq\":5,").unwrap();
-        let at = record + value[record..].windows(5).position(|w| w == b"\"at\":").unwrap() + 7;
-        value[at] = if value[at] == b'1' { b'2' } else { b'1' };
+        let record = value.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
+        // The first string value after the event's type: `..."element":"verify-mother"...`.
+        let field = record + value[record..].windows(3).position(|w| w == b"\":\"").unwrap() + 3;
+        let at = field + value[field..].iter().position(u8::is_ascii_alphabetic).unwrap();
+        value[at] = if value[at] == b'x' { b'y' } else { b'x' };
         db.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("breaks at sequence number 5"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stored_batch_that_no_longer_parses_is_reported_not_skipped() {
+    let dir = data_dir("garbled");
+    run_journey(&dir);
+    let seq = {
+        // One byte that breaks the JSON of the batch holding record 5.
+        let db = open_raw(&dir);
+        let marker = b"[5,{";
+        let (key, value) = db
+            .scan_prefix([Tree::Records.prefix()])
+            .map(Result::unwrap)
+            .find(|(_, value)| value.windows(marker.len()).any(|w| w == marker))
+            .expect("the batch holding record 5");
+        let mut value = value.to_vec();
+        let at = value.windows(marker.len()).position(|w| w == marker).unwrap() + 3;
+        value[at] = b'(';
+        let seq = u64::from_be_bytes(key[9..17].try_into().unwrap());
+        db.insert(key, value).unwrap();
+        db.flush().unwrap();
+        seq
+    };
+    let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "instance 1: stored data is corrupt: the records of instance 1 up to sequence number {seq}"
+        )),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

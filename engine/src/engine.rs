@@ -152,6 +152,16 @@ pub struct Committed {
 /// Told about every commit, after it is durable.
 type Listener = Box<dyn Fn(Committed) + Send + Sync>;
 
+/// A command decided and queued for commit; durable once its ticket resolves.
+struct Submitted {
+    key: InstanceKey,
+    records: Vec<RecordedEvent>,
+    outbox: Vec<OutboxEntry>,
+    actions: Vec<Action>,
+    stored: Arc<StoredInstance>,
+    ticket: store::CommitTicket,
+}
+
 /// How many instance states the engine keeps in memory between commands (the rest are read from the store).
 const CACHE_CAPACITY: usize = 16_384;
 
@@ -165,6 +175,8 @@ pub struct Engine<S: Store> {
     locks: Mutex<HashMap<InstanceKey, Arc<Mutex<()>>>>,
     /// The last committed state of recently used active instances (written under the instance's lock).
     cache: Mutex<HashMap<InstanceKey, Arc<StoredInstance>>>,
+    /// Disabled process versions (they cannot be started).
+    disabled: Mutex<std::collections::BTreeSet<(String, u32)>>,
     /// Serialises deployments and message publication.
     admin: Mutex<()>,
     listener: Mutex<Option<Listener>>,
@@ -255,6 +267,7 @@ impl<S: Store> Engine<S> {
             decisions: Mutex::new(Vec::new()),
             locks: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            disabled: Mutex::new(std::collections::BTreeSet::new()),
             admin: Mutex::new(()),
             listener: Mutex::new(None),
         };
@@ -300,6 +313,12 @@ impl<S: Store> Engine<S> {
                     Arc::new(ProcessDefinition::clone(definition).with_decisions([Arc::clone(&model)]));
             }
             return Ok(());
+        }
+        let id = (deployment.process_id.clone(), deployment.version);
+        if deployment.enabled {
+            lock(&self.disabled).remove(&id);
+        } else {
+            lock(&self.disabled).insert(id);
         }
         let parsed = crate::check(&deployment.xml);
         let definitions = parsed.definitions.ok_or(EngineError::Invalid(parsed.diagnostics))?;
@@ -395,7 +414,14 @@ impl<S: Store> Engine<S> {
         deployment.enabled = enabled;
         let detail = Some(if enabled { "enabled" } else { "disabled" }.to_owned());
         let operation = self.definition_operation(&deployment, OperationKind::Update, detail, actor);
-        Ok(self.store.put_deployment(&deployment, operation)?)
+        self.store.put_deployment(&deployment, operation)?;
+        let id = (process_id.to_owned(), version);
+        if enabled {
+            lock(&self.disabled).remove(&id);
+        } else {
+            lock(&self.disabled).insert(id);
+        }
+        Ok(())
     }
 
     /// Deletes a deployed process version that no instance uses.
@@ -468,12 +494,39 @@ impl<S: Store> Engine<S> {
         parent: Option<(InstanceKey, Key)>,
         actor: &Actor,
     ) -> Result<InstanceKey> {
+        let submitted = self.submit_start(process_id, start_event, variables, business_key, parent, actor)?;
+        let key = submitted.key;
+        let outcome = submitted.ticket.clone().wait();
+        self.finish(submitted, outcome)?;
+        Ok(key)
+    }
+
+    /// `start`, awaiting durability instead of blocking on it (for the tokio shell).
+    pub async fn start_async(
+        &self,
+        process_id: &str,
+        variables: VariableMap,
+        business_key: Option<String>,
+        actor: &Actor,
+    ) -> Result<InstanceKey> {
+        let submitted = self.submit_start(process_id, None, variables, business_key, None, actor)?;
+        let key = submitted.key;
+        let outcome = submitted.ticket.clone().await;
+        self.finish(submitted, outcome)?;
+        Ok(key)
+    }
+
+    fn submit_start(
+        &self,
+        process_id: &str,
+        start_event: Option<ElementId>,
+        variables: VariableMap,
+        business_key: Option<String>,
+        parent: Option<(InstanceKey, Key)>,
+        actor: &Actor,
+    ) -> Result<Submitted> {
         let definition = self.definition(process_id, None)?;
-        let enabled = self
-            .store
-            .deployment(process_id, definition.version)?
-            .is_some_and(|deployment| deployment.enabled);
-        if !enabled {
+        if lock(&self.disabled).contains(&(process_id.to_owned(), definition.version)) {
             return Err(EngineError::Disabled(process_id.to_owned()));
         }
         let key = self.store.next_instance_key()?;
@@ -496,14 +549,12 @@ impl<S: Store> Engine<S> {
         };
         let command = Command::Start { variables, business_key, start_event };
         let guard = self.instance_lock(key);
-        let outcome = {
+        let submitted = {
             let _guard = lock(&guard);
-            self.run(&definition, empty, None, &command, actor)
+            self.submit_locked(&definition, empty, None, &command, actor)
         };
         self.release_lock(key, guard);
-        let (records, followups) = outcome?;
-        self.follow_up(key, &records, followups)?;
-        Ok(key)
+        submitted
     }
 
     /// Sends a command to an instance; returns the records it appended (durable when this returns). What
@@ -514,23 +565,39 @@ impl<S: Store> Engine<S> {
         command: &Command,
         actor: &Actor,
     ) -> Result<Vec<RecordedEvent>> {
-        let guard = self.instance_lock(instance);
-        let outcome = {
-            let _guard = lock(&guard);
-            self.command_locked(instance, command, actor)
-        };
-        self.release_lock(instance, guard);
-        let (records, followups) = outcome?;
-        self.follow_up(instance, &records, followups)?;
-        Ok(records)
+        let submitted = self.submit_command(instance, command, actor)?;
+        let outcome = submitted.ticket.clone().wait();
+        self.finish(submitted, outcome)
     }
 
-    fn command_locked(
+    /// `command`, awaiting durability instead of blocking on it (for the tokio shell).
+    pub async fn command_async(
         &self,
         instance: InstanceKey,
         command: &Command,
         actor: &Actor,
-    ) -> Result<(Vec<RecordedEvent>, Vec<OutboxEntry>)> {
+    ) -> Result<Vec<RecordedEvent>> {
+        let submitted = self.submit_command(instance, command, actor)?;
+        let outcome = submitted.ticket.clone().await;
+        self.finish(submitted, outcome)
+    }
+
+    fn submit_command(&self, instance: InstanceKey, command: &Command, actor: &Actor) -> Result<Submitted> {
+        let guard = self.instance_lock(instance);
+        let submitted = {
+            let _guard = lock(&guard);
+            self.submit_command_locked(instance, command, actor)
+        };
+        self.release_lock(instance, guard);
+        submitted
+    }
+
+    fn submit_command_locked(
+        &self,
+        instance: InstanceKey,
+        command: &Command,
+        actor: &Actor,
+    ) -> Result<Submitted> {
         let cached = lock(&self.cache).get(&instance).cloned();
         let stored = match cached {
             Some(stored) => StoredInstance::clone(&stored),
@@ -538,19 +605,20 @@ impl<S: Store> Engine<S> {
         };
         let definition = self.definition(&stored.meta.process_id, Some(stored.meta.version))?;
         let previous = Some(stored.meta.clone());
-        self.run(&definition, stored, previous, command, actor)
+        self.submit_locked(&definition, stored, previous, command, actor)
     }
 
-    /// decide → seal → one atomic, durable batch. The caller holds the instance's lock. Returns the
-    /// records and the outbox entries to perform once the lock is released.
-    fn run(
+    /// decide → seal → one atomic batch, submitted for commit. The caller holds the instance's lock. The
+    /// new state goes into the cache at once, so the instance's next command decides on it; that
+    /// command's batch is queued after this one, so it can never be durable without this one.
+    fn submit_locked(
         &self,
         definition: &ProcessDefinition,
         stored: StoredInstance,
         previous: Option<InstanceMeta>,
         command: &Command,
         actor: &Actor,
-    ) -> Result<(Vec<RecordedEvent>, Vec<OutboxEntry>)> {
+    ) -> Result<Submitted> {
         let now = self.now();
         let events = decide(definition, &stored.state, command, now)?;
         let last = (stored.last_seq > 0).then_some((stored.last_seq, stored.last_hash));
@@ -563,8 +631,7 @@ impl<S: Store> Engine<S> {
         let index_ops = store::index_changes(key, &stored.state, &records);
         let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta };
         let operations = operations_of(&meta, &stored.state, &records);
-        let events: Vec<Event> = records.iter().map(|record| record.event.clone()).collect();
-        let actions = actions_of(&events);
+        let actions = actions_of(records.iter().map(|record| &record.event));
         let last_seq = records.last().map_or(stored.last_seq, |r| r.seq);
         let outbox: Vec<OutboxEntry> = actions
             .iter()
@@ -585,34 +652,45 @@ impl<S: Store> Engine<S> {
             acks: Vec::new(),
             operations,
         };
-        if let Err(error) = self.store.commit(&batch) {
-            // What the store holds is uncertain now: read it again next time.
-            lock(&self.cache).remove(&key);
-            return Err(error.into());
-        }
+        let ticket = match self.store.submit(&batch) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                lock(&self.cache).remove(&key);
+                return Err(error.into());
+            }
+        };
         let Batch { records, snapshot, outbox, .. } = batch;
-        let stored = StoredInstance {
+        let stored = Arc::new(StoredInstance {
             meta,
             state: snapshot,
             last_seq,
             last_hash: records.last().map_or(stored.last_hash, |r| r.hash),
-        };
+        });
+        lock(&self.cache).insert(key, Arc::clone(&stored));
+        Ok(Submitted { key, records, outbox, actions, stored, ticket })
+    }
+
+    /// After a submitted batch's flush: on success, tell the listener, trim the cache, do the follow-ups.
+    fn finish(&self, submitted: Submitted, outcome: store::Result<()>) -> Result<Vec<RecordedEvent>> {
+        let Submitted { key, records, outbox, actions, stored, .. } = submitted;
+        if let Err(error) = outcome {
+            // What the store holds is uncertain now (and it refuses further writes): read it again.
+            lock(&self.cache).remove(&key);
+            return Err(error.into());
+        }
         self.notify(&stored, &actions);
         {
             let mut cache = lock(&self.cache);
-            if stored.meta.status == InstanceStatus::Active {
-                if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&key) {
-                    // Any entry will do: a miss only costs a read.
-                    if let Some(evicted) = cache.keys().next().copied() {
-                        cache.remove(&evicted);
-                    }
-                }
-                cache.insert(key, Arc::new(stored));
-            } else {
+            let ended = stored.meta.status != InstanceStatus::Active;
+            // Only an entry whose state is durable may go (no newer command of the instance is in flight).
+            if (ended || cache.len() > CACHE_CAPACITY)
+                && cache.get(&key).is_some_and(|cached| cached.last_seq == stored.last_seq)
+            {
                 cache.remove(&key);
             }
         }
-        Ok((records, outbox))
+        self.follow_up(key, &records, outbox)?;
+        Ok(records)
     }
 
     fn notify(&self, stored: &StoredInstance, actions: &[Action]) {
@@ -823,6 +901,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// `fire_timer`, awaiting durability instead of blocking on it (for the tokio shell).
+    pub async fn fire_timer_async(&self, instance: InstanceKey, timer: Key) -> Result<bool> {
+        match self.command_async(instance, &Command::FireTimer { timer }, &Actor::engine()).await {
+            Ok(_) => Ok(true),
+            Err(EngineError::Rejected(_) | EngineError::UnknownInstance(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The message start events of the latest version of each deployed, enabled process.
     fn message_starts(&self, name: &str) -> Result<Vec<(String, ElementId)>> {
         let latest: Vec<Arc<ProcessDefinition>> = {
@@ -836,11 +923,9 @@ impl<S: Store> Engine<S> {
         let mut starts = Vec::new();
         for definition in latest {
             for id in definition.message_start_events(name) {
-                let enabled = self
-                    .store
-                    .deployment(&definition.process_id.0, definition.version)?
-                    .is_some_and(|deployment| deployment.enabled);
-                if enabled {
+                let disabled =
+                    lock(&self.disabled).contains(&(definition.process_id.0.clone(), definition.version));
+                if !disabled {
                     starts.push((definition.process_id.0.clone(), id));
                 }
             }
@@ -853,6 +938,8 @@ impl<S: Store> Engine<S> {
     /// later. A message id already buffered is refused (`StoreError::Conflict`).
     pub fn publish(&self, message: Message, actor: &Actor) -> Result<Published> {
         let _admin = lock(&self.admin);
+        // Expired messages go first, so an id whose message expired can be used again.
+        self.store.expire_messages(self.now())?;
         if let Some(id) = &message.message_id {
             if self.store.message_by_id(id)?.is_some_and(|buffered| buffered.expires_at > self.now()) {
                 return Err(store::StoreError::Conflict(format!(

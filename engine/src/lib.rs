@@ -1,6 +1,6 @@
-//! govflow-engine: the BPMN 2.0 model, its parser and validator, FEEL, and (as they land) the pure runtime
-//! core, storage, scheduler and engine shell. The parser and validator never panic: bad input becomes
-//! [`Diagnostic`]s.
+//! govflow-engine: the BPMN 2.0 model, its parser and validator, FEEL and DMN, the pure runtime core,
+//! storage (trait + sled), the durable engine and its tokio shell, and audit. The parser and validator
+//! never panic: bad input becomes [`Diagnostic`]s.
 
 pub mod audit;
 pub mod diagnostics;
@@ -11,6 +11,7 @@ pub mod model;
 pub mod outline;
 pub mod parse;
 pub mod runtime;
+pub mod shell;
 pub mod store;
 pub mod support;
 pub mod timer;

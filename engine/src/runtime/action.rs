@@ -72,7 +72,7 @@ pub enum Action {
 }
 
 /// The actions that `events` call for, in event order.
-pub fn actions_of(events: &[Event]) -> Vec<Action> {
+pub fn actions_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Action> {
     let mut actions = Vec::new();
     for event in events {
         let action = match event {

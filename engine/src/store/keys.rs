@@ -14,7 +14,6 @@
 //! | `deployments` | (process id, version u32) | `Deployment` JSON |
 //! | `records` | (instance u64, last seq u64 of the batch) | JSON array of the batch's `RecordedEvent`s |
 //! | `instances` | instance u64 | `StoredInstance` JSON (snapshot, chain head) |
-//! | `instance_meta` | instance u64 | `InstanceMeta` JSON (what listing reads) |
 //! | `jobs` | (job type, instance u64, job u64) | empty |
 //! | `timers` | (due ms, instance u64, timer u64) | `TimerEntry` JSON |
 //! | `subscriptions` | (message name, correlation key, instance u64, subscription u64) | empty |
@@ -45,7 +44,6 @@ pub enum Tree {
     Deployments,
     Records,
     Instances,
-    InstanceMeta,
     Jobs,
     Timers,
     Subscriptions,
@@ -65,12 +63,11 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 21] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Meta,
         Tree::Deployments,
         Tree::Records,
         Tree::Instances,
-        Tree::InstanceMeta,
         Tree::Jobs,
         Tree::Timers,
         Tree::Subscriptions,
@@ -95,7 +92,6 @@ impl Tree {
             Tree::Deployments => "deployments",
             Tree::Records => "records",
             Tree::Instances => "instances",
-            Tree::InstanceMeta => "instance_meta",
             Tree::Jobs => "jobs",
             Tree::Timers => "timers",
             Tree::Subscriptions => "subscriptions",
@@ -119,11 +115,11 @@ impl Tree {
     /// per tree (never the position in `ALL`), so adding a tree does not move the others.
     pub fn prefix(self) -> u8 {
         match self {
+            // 4 was a separate instance-metadata tree in development; listing now reads `instances`.
             Tree::Meta => 0,
             Tree::Deployments => 1,
             Tree::Records => 2,
             Tree::Instances => 3,
-            Tree::InstanceMeta => 4,
             Tree::Jobs => 5,
             Tree::Timers => 6,
             Tree::Subscriptions => 7,

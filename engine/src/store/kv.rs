@@ -3,14 +3,13 @@
 //! batch; encodings live in `keys.rs`, the index rules in `index_changes`, group commit here.
 //!
 //! # Group commit
-//! Every write goes through [`GroupCommit`]: a caller queues its writes and either becomes the leader
-//! (no write in flight) or waits. The leader takes everything queued — its own writes and those that
-//! arrived while the previous flush ran, optionally waiting `window` for more — writes it as one atomic,
-//! durable `Kv::apply`, and wakes every caller in it. So with many concurrent commands one fsync serves
-//! many commits, and no caller returns before the flush that carries its writes.
+//! Every write goes through one queue to a flusher thread: it takes everything queued — what arrived while
+//! the previous flush ran, optionally waiting `window` for more — writes it as one atomic, durable
+//! `Kv::apply`, and resolves each writer's [`CommitTicket`]. So with many concurrent commands one fsync
+//! serves many commits, callers can decide their next command while a flush runs (`Store::submit`), and
+//! no write is acknowledged before the flush that carries it. Writes become durable in queue order.
 
-use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::keys::{self, Tree};
@@ -60,34 +59,30 @@ impl Default for CommitConfig {
     }
 }
 
-/// Writes waiting for a flush, with the operation-log entries whose sequence numbers the leader assigns.
+/// Writes waiting for a flush, with the operation-log entries whose sequence numbers the flusher assigns.
 #[derive(Debug)]
 struct Pending {
-    ticket: u64,
     writes: Vec<Write>,
     operations: Vec<Operation>,
+    ticket: CommitTicket,
 }
 
 #[derive(Debug, Default)]
-struct GroupState {
-    queue: Vec<Pending>,
-    leader: bool,
-    next_ticket: u64,
-    /// Outcomes of flushed tickets not yet collected by their callers (an error's message).
-    done: BTreeMap<u64, Option<String>>,
-    /// The next operation-log sequence number.
-    next_operation: u64,
-    /// Flushes done and commits they carried (for benchmarks).
+struct FlushQueue {
+    pending: Vec<Pending>,
+    /// The store is closing: the flusher drains the queue and stops.
+    closing: bool,
+    /// A flush failed: every later write fails too, so nothing lands after a gap.
+    failed: Option<String>,
     n_flushes: u64,
     n_commits: u64,
 }
 
-/// The group-commit queue (see the module docs).
-#[derive(Debug)]
-struct GroupCommit {
-    state: Mutex<GroupState>,
-    flushed: Condvar,
-    config: CommitConfig,
+/// The queue between submitters and the flusher thread.
+#[derive(Debug, Default)]
+struct Flusher {
+    queue: Mutex<FlushQueue>,
+    queued: Condvar,
 }
 
 /// Counters of the group commit: flushes done and commits they carried.
@@ -99,13 +94,86 @@ pub struct CommitStats {
 
 /// A `Store` over a `Kv`.
 #[derive(Debug)]
-pub struct KvStore<K> {
-    kv: K,
-    group: GroupCommit,
+pub struct KvStore<K: Kv + 'static> {
+    kv: Arc<K>,
+    flusher: Arc<Flusher>,
+    /// The flusher thread, joined when the store is dropped.
+    flush_thread: Option<std::thread::JoinHandle<()>>,
     /// Instance keys reserved durably but not handed out yet: (next, end).
     keys: Mutex<(u64, u64)>,
     /// The next buffered-message key, and the message-id check, serialised.
     messages: Mutex<()>,
+}
+
+/// The metadata of a stored instance, read without building its state (serde skips the other fields).
+#[derive(Debug, Deserialize)]
+struct MetaOnly {
+    meta: InstanceMeta,
+}
+
+/// How one command's records are stored: what they share (instance, time, actor, format, the hash before
+/// the first) once, then each record's sequence number, event and hash. Unpacking gives back exactly the
+/// sealed records, so verification recomputes every record's hash as it was sealed.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordBatch {
+    instance: InstanceKey,
+    at: DateTime<FixedOffset>,
+    actor: Actor,
+    format: u16,
+    prev_hash: Digest256,
+    records: Vec<(u64, Event, Digest256)>,
+}
+
+impl RecordBatch {
+    fn pack(records: &[RecordedEvent]) -> Result<RecordBatch> {
+        let Some(first) = records.first() else {
+            return Err(StoreError::Conflict("an empty record batch".to_owned()));
+        };
+        let shared = |record: &RecordedEvent| {
+            record.instance == first.instance
+                && record.at == first.at
+                && record.actor == first.actor
+                && record.format == first.format
+        };
+        let chained = records
+            .windows(2)
+            .all(|pair| pair[1].prev_hash == pair[0].hash && pair[1].seq == pair[0].seq + 1);
+        if !records.iter().all(shared) || !chained {
+            return Err(StoreError::Conflict(format!(
+                "the records of one commit of instance {} must share time and actor and form a chain",
+                first.instance
+            )));
+        }
+        Ok(RecordBatch {
+            instance: first.instance,
+            at: first.at,
+            actor: first.actor.clone(),
+            format: first.format,
+            prev_hash: first.prev_hash,
+            records: records.iter().map(|record| (record.seq, record.event.clone(), record.hash)).collect(),
+        })
+    }
+
+    fn unpack(self) -> Vec<RecordedEvent> {
+        let mut prev_hash = self.prev_hash;
+        self.records
+            .into_iter()
+            .map(|(seq, event, hash)| {
+                let record = RecordedEvent {
+                    instance: self.instance,
+                    seq,
+                    at: self.at,
+                    actor: self.actor.clone(),
+                    format: self.format,
+                    event,
+                    prev_hash,
+                    hash,
+                };
+                prev_hash = hash;
+                record
+            })
+            .collect()
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -133,7 +201,75 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn read_counter(kv: &impl Kv, key: &[u8]) -> Result<Option<u64>> {
+impl<K: Kv + 'static> Drop for KvStore<K> {
+    fn drop(&mut self) {
+        lock(&self.flusher.queue).closing = true;
+        self.flusher.queued.notify_one();
+        if let Some(thread) = self.flush_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flusher: takes everything queued (waiting `window` after the first arrival when set), writes it as
+/// one atomic, durable `apply`, resolves the tickets; in submission order, one flush at a time.
+fn flush_loop(kv: &dyn Kv, flusher: &Flusher, config: CommitConfig, mut next_operation: u64) {
+    loop {
+        let batch = {
+            let mut queue = lock(&flusher.queue);
+            while queue.pending.is_empty() && !queue.closing {
+                queue = flusher.queued.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if queue.pending.is_empty() {
+                return;
+            }
+            if !config.window.is_zero() {
+                drop(queue);
+                std::thread::sleep(config.window);
+                queue = lock(&flusher.queue);
+            }
+            if config.group {
+                std::mem::take(&mut queue.pending)
+            } else {
+                vec![queue.pending.remove(0)]
+            }
+        };
+        let mut writes = Vec::new();
+        let mut tickets = Vec::with_capacity(batch.len());
+        let mut outcome = Ok(());
+        for pending in batch {
+            writes.extend(pending.writes);
+            for mut operation in pending.operations {
+                operation.seq = next_operation;
+                next_operation += 1;
+                match encode(&operation) {
+                    Ok(value) => {
+                        writes.push(Write::Put(Tree::Operations, keys::operation(operation.seq), value))
+                    }
+                    Err(error) => outcome = Err(error),
+                }
+            }
+            tickets.push(pending.ticket);
+        }
+        let outcome = outcome.and_then(|()| kv.apply(writes)).map_err(|error| error.to_string());
+        {
+            let mut queue = lock(&flusher.queue);
+            queue.n_flushes += 1;
+            queue.n_commits += tickets.len() as u64;
+            if let Err(message) = &outcome {
+                queue.failed = Some(message.clone());
+                for pending in queue.pending.drain(..) {
+                    pending.ticket.resolve(Err(format!("the store failed and must be reopened: {message}")));
+                }
+            }
+        }
+        for ticket in tickets {
+            ticket.resolve(outcome.clone());
+        }
+    }
+}
+
+fn read_counter(kv: &(impl Kv + ?Sized), key: &[u8]) -> Result<Option<u64>> {
     kv.get(Tree::Meta, key)?
         .map(|bytes| {
             keys::read_u64(&bytes, 0).ok_or_else(|| {
@@ -143,7 +279,7 @@ fn read_counter(kv: &impl Kv, key: &[u8]) -> Result<Option<u64>> {
         .transpose()
 }
 
-impl<K: Kv> KvStore<K> {
+impl<K: Kv + 'static> KvStore<K> {
     /// Wraps a backend, writing the format version into an empty store and refusing another version.
     pub fn open(kv: K, path: &str) -> Result<KvStore<K>> {
         KvStore::open_with(kv, path, CommitConfig::default())
@@ -177,13 +313,19 @@ impl<K: Kv> KvStore<K> {
         };
         // Keys reserved by an earlier run and not used are skipped: start at the reservation's end.
         let next_key = read_counter(&kv, keys::NEXT_INSTANCE)?.unwrap_or(1);
+        let kv = Arc::new(kv);
+        let flusher = Arc::new(Flusher::default());
+        let flush_thread = {
+            let (kv, flusher) = (Arc::clone(&kv), Arc::clone(&flusher));
+            std::thread::Builder::new()
+                .name("govflow-flusher".to_owned())
+                .spawn(move || flush_loop(&*kv, &flusher, config, next_operation))
+                .map_err(|error| StoreError::Backend(format!("cannot start the flusher thread: {error}")))?
+        };
         Ok(KvStore {
             kv,
-            group: GroupCommit {
-                state: Mutex::new(GroupState { next_operation, ..GroupState::default() }),
-                flushed: Condvar::new(),
-                config,
-            },
+            flusher,
+            flush_thread: Some(flush_thread),
             keys: Mutex::new((next_key, next_key)),
             messages: Mutex::new(()),
         })
@@ -194,79 +336,30 @@ impl<K: Kv> KvStore<K> {
     }
 
     pub fn commit_stats(&self) -> CommitStats {
-        let state = lock(&self.group.state);
-        CommitStats { n_flushes: state.n_flushes, n_commits: state.n_commits }
+        let queue = lock(&self.flusher.queue);
+        CommitStats { n_flushes: queue.n_flushes, n_commits: queue.n_commits }
     }
 
     fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.kv.scan(tree, prefix, prefix_end(prefix).as_deref(), limit)
     }
 
-    /// Writes `writes` (and `operations`, sequenced here) durably, sharing a flush with concurrent callers.
-    fn write(&self, writes: Vec<Write>, operations: Vec<Operation>) -> Result<()> {
-        if !self.group.config.group {
-            let mut state = lock(&self.group.state);
-            let mut writes = writes;
-            Self::sequence(&mut state, &mut writes, operations)?;
-            state.n_flushes += 1;
-            state.n_commits += 1;
-            // Holding the state lock keeps operation sequence numbers in commit order.
-            return self.kv.apply(writes);
+    /// Queues `writes` (and `operations`, sequenced by the flusher) for the next flush.
+    fn enqueue(&self, writes: Vec<Write>, operations: Vec<Operation>) -> CommitTicket {
+        let ticket = CommitTicket::new();
+        let mut queue = lock(&self.flusher.queue);
+        if let Some(failed) = &queue.failed {
+            ticket.resolve(Err(format!("the store failed earlier and must be reopened: {failed}")));
+            return ticket;
         }
-        let mut state = lock(&self.group.state);
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push(Pending { ticket, writes, operations });
-        loop {
-            if let Some(outcome) = state.done.remove(&ticket) {
-                return match outcome {
-                    None => Ok(()),
-                    Some(message) => Err(StoreError::Backend(message)),
-                };
-            }
-            if !state.leader {
-                state.leader = true;
-                if !self.group.config.window.is_zero() {
-                    drop(state);
-                    std::thread::sleep(self.group.config.window);
-                    state = lock(&self.group.state);
-                }
-                let queue = std::mem::take(&mut state.queue);
-                let tickets: Vec<u64> = queue.iter().map(|pending| pending.ticket).collect();
-                let mut writes = Vec::new();
-                let mut outcome = Ok(());
-                for pending in queue {
-                    let mut pending_writes = pending.writes;
-                    if let Err(error) = Self::sequence(&mut state, &mut pending_writes, pending.operations) {
-                        outcome = Err(error);
-                    }
-                    writes.append(&mut pending_writes);
-                }
-                drop(state);
-                let outcome = outcome.and_then(|()| self.kv.apply(writes));
-                state = lock(&self.group.state);
-                state.n_flushes += 1;
-                state.n_commits += tickets.len() as u64;
-                let message = outcome.err().map(|error| error.to_string());
-                for ticket in tickets {
-                    state.done.insert(ticket, message.clone());
-                }
-                state.leader = false;
-                self.group.flushed.notify_all();
-                continue;
-            }
-            state = self.group.flushed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        queue.pending.push(Pending { writes, operations, ticket: ticket.clone() });
+        self.flusher.queued.notify_one();
+        ticket
     }
 
-    /// Gives `operations` their sequence numbers and adds their writes.
-    fn sequence(state: &mut GroupState, writes: &mut Vec<Write>, operations: Vec<Operation>) -> Result<()> {
-        for mut operation in operations {
-            operation.seq = state.next_operation;
-            state.next_operation += 1;
-            writes.push(Write::Put(Tree::Operations, keys::operation(operation.seq), encode(&operation)?));
-        }
-        Ok(())
+    /// Writes `writes` durably (sharing a flush with concurrent callers) and waits for it.
+    fn write(&self, writes: Vec<Write>, operations: Vec<Operation>) -> Result<()> {
+        self.enqueue(writes, operations).wait()
     }
 
     fn index_write(op: &IndexOp) -> Result<Write> {
@@ -414,7 +507,7 @@ impl<K: Kv> KvStore<K> {
     }
 }
 
-impl<K: Kv> Store for KvStore<K> {
+impl<K: Kv + 'static> Store for KvStore<K> {
     fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()> {
         self.write(
             vec![Write::Put(
@@ -469,7 +562,7 @@ impl<K: Kv> Store for KvStore<K> {
         Ok(InstanceKey(key))
     }
 
-    fn commit(&self, batch: &Batch) -> Result<()> {
+    fn submit(&self, batch: &Batch) -> Result<CommitTicket> {
         let instance = batch.meta.key;
         let mut writes = Vec::with_capacity(batch.index_ops.len() + batch.outbox.len() + 8);
         if let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) {
@@ -478,7 +571,11 @@ impl<K: Kv> Store for KvStore<K> {
                     "a batch of instance {instance} holds another's records"
                 )));
             }
-            writes.push(Write::Put(Tree::Records, keys::record(instance, last.seq), encode(&batch.records)?));
+            writes.push(Write::Put(
+                Tree::Records,
+                keys::record(instance, last.seq),
+                encode(&RecordBatch::pack(&batch.records)?)?,
+            ));
         }
         let (last_seq, last_hash) = match batch.records.last() {
             Some(record) => (record.seq, record.hash),
@@ -490,7 +587,6 @@ impl<K: Kv> Store for KvStore<K> {
         let stored =
             StoredInstance { meta: batch.meta.clone(), state: batch.snapshot.clone(), last_seq, last_hash };
         writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
-        writes.push(Write::Put(Tree::InstanceMeta, keys::instance(instance), encode(&batch.meta)?));
         Self::meta_index_writes(batch.previous.as_ref(), &batch.meta, &mut writes);
         for op in &batch.index_ops {
             writes.push(Self::index_write(op)?);
@@ -501,7 +597,7 @@ impl<K: Kv> Store for KvStore<K> {
         for id in &batch.acks {
             writes.push(Write::Delete(Tree::Outbox, keys::outbox(*id)));
         }
-        self.write(writes, batch.operations.clone())
+        Ok(self.enqueue(writes, batch.operations.clone()))
     }
 
     fn records(&self, instance: InstanceKey, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -511,9 +607,9 @@ impl<K: Kv> Store for KvStore<K> {
         let mut out = Vec::new();
         for (key, value) in self.kv.scan(Tree::Records, &start, end.as_deref(), usize::MAX)? {
             let last = keys::read_u64(&key, 8).unwrap_or(0);
-            let batch: Vec<RecordedEvent> =
+            let batch: RecordBatch =
                 decode(&format!("the records of instance {instance} up to sequence number {last}"), &value)?;
-            out.extend(batch.into_iter().filter(|record| record.seq >= from));
+            out.extend(batch.unpack().into_iter().filter(|record| record.seq >= from));
             if out.len() >= limit {
                 out.truncate(limit);
                 break;
@@ -531,8 +627,8 @@ impl<K: Kv> Store for KvStore<K> {
 
     fn instance_meta(&self, instance: InstanceKey) -> Result<Option<InstanceMeta>> {
         self.kv
-            .get(Tree::InstanceMeta, &keys::instance(instance))?
-            .map(|bytes| decode(&format!("instance {instance}'s metadata"), &bytes))
+            .get(Tree::Instances, &keys::instance(instance))?
+            .map(|bytes| decode::<MetaOnly>(&format!("instance {instance}"), &bytes).map(|only| only.meta))
             .transpose()
     }
 
@@ -567,7 +663,10 @@ impl<K: Kv> Store for KvStore<K> {
         }
         if filter.started_after.is_some() || filter.started_before.is_some() {
             let from = filter.started_after.map(|at| keys::by_start_from(&at)).unwrap_or_default();
-            let to = filter.started_before.map(|at| keys::by_start_from(&at));
+            // Keys keep milliseconds: take the whole last millisecond; the full filter trims it.
+            let to = filter
+                .started_before
+                .map(|at| keys::by_start_from(&(at + chrono::Duration::milliseconds(1))));
             let mut keys: Vec<InstanceKey> = self
                 .kv
                 .scan(Tree::ByStart, &from, to.as_deref(), usize::MAX)?
@@ -578,12 +677,30 @@ impl<K: Kv> Store for KvStore<K> {
             keys.sort_unstable();
             return self.metas_matching(keys, filter, limit);
         }
-        let start = after.map(|key| keys::instance(InstanceKey(key.0.saturating_add(1)))).unwrap_or_default();
+        // No index applies (at most a version without a process): scan in pages, filtering.
+        let mut start =
+            after.map(|key| keys::instance(InstanceKey(key.0.saturating_add(1)))).unwrap_or_default();
         let mut out = Vec::new();
-        for (_, value) in self.kv.scan(Tree::InstanceMeta, &start, None, limit)? {
-            out.push(decode("instance metadata", &value)?);
+        loop {
+            let page = self.kv.scan(Tree::Instances, &start, None, 1024)?;
+            for (_, value) in &page {
+                let meta = decode::<MetaOnly>("instance", value)?.meta;
+                if filter.matches(&meta) {
+                    out.push(meta);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1024 => {
+                    start = keys::instance(InstanceKey(
+                        keys::read_u64(key, 0).unwrap_or(u64::MAX).saturating_add(1),
+                    ));
+                }
+                _ => return Ok(out),
+            }
         }
-        Ok(out)
     }
 
     fn due_timers(&self, until: DateTime<FixedOffset>, limit: usize) -> Result<Vec<TimerEntry>> {
@@ -676,7 +793,7 @@ impl<K: Kv> Store for KvStore<K> {
                 )));
             }
         }
-        let key = read_counter(&self.kv, keys::NEXT_MESSAGE)?.unwrap_or(1);
+        let key = read_counter(&*self.kv, keys::NEXT_MESSAGE)?.unwrap_or(1);
         message.key = key;
         let mut writes =
             vec![Write::Put(Tree::Meta, keys::NEXT_MESSAGE.to_vec(), (key + 1).to_be_bytes().to_vec())];
@@ -686,7 +803,12 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn update_message(&self, message: &BufferedMessage) -> Result<()> {
+        let _messages = lock(&self.messages);
         let key = keys::message(&message.name, &message.correlation_key, message.key);
+        // An expired (removed) message stays removed.
+        if self.kv.get(Tree::Messages, &key)?.is_none() {
+            return Ok(());
+        }
         self.write(vec![Write::Put(Tree::Messages, key, encode(message)?)], Vec::new())
     }
 
@@ -707,18 +829,26 @@ impl<K: Kv> Store for KvStore<K> {
         let expired =
             self.kv.scan(Tree::MessageExpiry, &[], Some(&keys::message_expiry_until(&until)), usize::MAX)?;
         let mut writes = Vec::new();
+        let mut n_expired = 0;
         for (expiry_key, message_key) in &expired {
             if let Some(value) = self.kv.get(Tree::Messages, message_key)? {
                 let message: BufferedMessage = decode("buffered message", &value)?;
+                // Keys keep milliseconds: one expiring later within `until`'s millisecond stays.
+                if message.expires_at > until {
+                    continue;
+                }
                 if let Some(id) = &message.message_id {
                     writes.push(Write::Delete(Tree::MessageIds, id.as_bytes().to_vec()));
                 }
             }
+            n_expired += 1;
             writes.push(Write::Delete(Tree::Messages, message_key.clone()));
             writes.push(Write::Delete(Tree::MessageExpiry, expiry_key.clone()));
         }
-        self.write(writes, Vec::new())?;
-        Ok(expired.len())
+        if !writes.is_empty() {
+            self.write(writes, Vec::new())?;
+        }
+        Ok(n_expired)
     }
 
     fn operations(&self, filter: &OperationFilter, after: u64, limit: usize) -> Result<Vec<Operation>> {

@@ -6,14 +6,22 @@
 //!
 //! # Contract
 //! `commit` writes everything one command changed — records, snapshot, index changes, outbox — in one
-//! atomic batch, and returns only once it is durable (flushed); commits that arrive together may share one
-//! flush (group commit), but none is answered before its flush. A reader never sees half a batch.
+//! atomic batch, and returns only once it is durable (flushed); commits that arrive together share one
+//! flush (group commit), but none is answered before its flush. `submit` is the same write, pipelined:
+//! it queues the batch and returns a ticket that resolves when the batch is durable, so the caller can
+//! decide the next command meanwhile. Batches become durable in submission order. A reader never sees
+//! half a batch, nor a batch that is not durable yet.
 //! Index changes are derived from the events by [`index_changes`], the same for every backend.
 
 pub mod keys;
 pub mod kv;
 pub mod memory;
 pub mod sled;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
@@ -38,6 +46,66 @@ pub enum StoreError {
     Backend(String),
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+/// Resolves when a submitted batch is durable (or failed). Wait for it (`wait`) or await it.
+#[derive(Debug, Clone)]
+pub struct CommitTicket(Arc<TicketSlot>);
+
+#[derive(Debug, Default)]
+struct TicketSlot {
+    outcome: Mutex<Option<std::result::Result<(), String>>>,
+    waker: Mutex<Option<Waker>>,
+    done: Condvar,
+}
+
+fn lock_slot<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl CommitTicket {
+    pub fn new() -> CommitTicket {
+        CommitTicket(Arc::default())
+    }
+
+    /// Resolves the ticket (the flusher calls this once the batch is durable, or failed).
+    pub fn resolve(&self, outcome: std::result::Result<(), String>) {
+        *lock_slot(&self.0.outcome) = Some(outcome);
+        self.0.done.notify_all();
+        if let Some(waker) = lock_slot(&self.0.waker).take() {
+            waker.wake();
+        }
+    }
+
+    /// Blocks until the batch is durable.
+    pub fn wait(self) -> Result<()> {
+        let mut outcome = lock_slot(&self.0.outcome);
+        loop {
+            if let Some(outcome) = outcome.take() {
+                return outcome.map_err(StoreError::Backend);
+            }
+            outcome = self.0.done.wait(outcome).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+impl Default for CommitTicket {
+    fn default() -> CommitTicket {
+        CommitTicket::new()
+    }
+}
+
+impl Future for CommitTicket {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // The waker is stored before the outcome is checked, so a resolve in between still wakes us.
+        *lock_slot(&self.0.waker) = Some(cx.waker().clone());
+        match lock_slot(&self.0.outcome).take() {
+            Some(outcome) => Poll::Ready(outcome.map_err(StoreError::Backend)),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A deployed process version with its source.
@@ -288,9 +356,14 @@ pub trait Store: Send + Sync {
     fn deployment(&self, process_id: &str, version: u32) -> Result<Option<Deployment>>;
     /// Allocates the next instance key (durable: never handed out twice, even after a crash).
     fn next_instance_key(&self) -> Result<InstanceKey>;
-    /// Writes one command's batch atomically and durably. Concurrent commits may share one flush (group
-    /// commit); none returns before its batch is durable.
-    fn commit(&self, batch: &Batch) -> Result<()>;
+    /// Queues one command's batch to be written atomically and durably, in submission order; the ticket
+    /// resolves once it is. Batches submitted together share one flush (group commit). Once a flush
+    /// fails, every later batch fails too (nothing is written after a gap) until the store is reopened.
+    fn submit(&self, batch: &Batch) -> Result<CommitTicket>;
+    /// Writes one command's batch atomically and durably: `submit`, then wait for the ticket.
+    fn commit(&self, batch: &Batch) -> Result<()> {
+        self.submit(batch)?.wait()
+    }
     /// Records of an instance from sequence number `from` (inclusive), in order, at most `limit`.
     fn records(&self, instance: InstanceKey, from: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
     fn instance(&self, instance: InstanceKey) -> Result<Option<StoredInstance>>;
