@@ -27,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub tasks: usize,
     /// Instances in flight at once (closed loop), when no --rate is given.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Start instances at this rate per second (open loop) instead, to measure latency under a set load.
     #[arg(long)]

@@ -75,6 +75,8 @@ pub enum EngineError {
     InUse { process_id: String, version: u32, n_instances: usize },
     #[error("no instance {0}")]
     UnknownInstance(InstanceKey),
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
     #[error("rejected: {0}")]
     Rejected(#[from] Rejection),
     #[error(transparent)]
@@ -938,6 +940,14 @@ impl<S: Store> Engine<S> {
     /// later. A message id already buffered is refused (`StoreError::Conflict`).
     pub fn publish(&self, message: Message, actor: &Actor) -> Result<Published> {
         let _admin = lock(&self.admin);
+        let now = self.now();
+        // Refused before anything is correlated: a publish happens whole or not at all.
+        let expires_at = now
+            .checked_add_signed(message.ttl)
+            .filter(|_| message.ttl >= chrono::Duration::zero())
+            .ok_or_else(|| {
+                EngineError::InvalidMessage(format!("time to live {} is out of range", message.ttl))
+            })?;
         // Expired messages go first, so an id whose message expired can be used again.
         self.store.expire_messages(self.now())?;
         if let Some(id) = &message.message_id {
@@ -977,7 +987,6 @@ impl<S: Store> Engine<S> {
             published.started.push(key);
         }
         if message.ttl > chrono::Duration::zero() {
-            let now = self.now();
             let buffered = self.store.put_message(BufferedMessage {
                 key: 0,
                 name: message.name,
@@ -985,7 +994,7 @@ impl<S: Store> Engine<S> {
                 variables: message.variables,
                 message_id: message.message_id,
                 published_at: now,
-                expires_at: now + message.ttl,
+                expires_at,
                 correlated: served,
             })?;
             published.buffered = Some(buffered.key);

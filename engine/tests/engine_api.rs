@@ -99,6 +99,7 @@ for_every_backend!(
     a_call_activity_to_a_missing_process_raises_an_incident,
     a_signal_reaches_every_waiting_instance,
     regression_a_message_id_is_free_once_its_message_expired_even_if_not_yet_removed,
+    regression_a_time_to_live_out_of_range_is_refused_before_anything_correlates,
 );
 
 // ---------------------------------------------------------------------------------------------------
@@ -662,4 +663,22 @@ fn a_signal_reaches_every_waiting_instance<S: Store>(h: Harness<S>) {
     assert_eq!(h.engine.store().signal_subscriptions("registry-open").unwrap(), []);
     assert_outbox_empty(&h);
     assert_eq!(verify_all(&h), 4);
+}
+
+/// Fixed: a time to live so large that the expiry time overflowed panicked after the message had already
+/// correlated. It is now refused first, and nothing happens.
+fn regression_a_time_to_live_out_of_range_is_refused_before_anything_correlates<S: Store>(h: Harness<S>) {
+    h.engine.deploy("messages.bpmn", MESSAGES.as_bytes(), &admin()).unwrap();
+    let instance = waiting(&h, "await-docs", "APP-9");
+    for ttl in [Duration::MAX, Duration::seconds(-1)] {
+        match h.engine.publish(Message { ttl, ..docs("APP-9") }, &registrar()) {
+            Err(EngineError::InvalidMessage(message)) => {
+                assert!(message.contains("time to live"), "{message}")
+            }
+            other => panic!("expected an invalid message, got {other:?}"),
+        }
+    }
+    assert_eq!(status(&h, instance), InstanceStatus::Active, "nothing correlated");
+    assert_eq!(h.engine.publish(docs("APP-9"), &registrar()).unwrap().correlated, [instance]);
+    assert_eq!(verify_all(&h), 1);
 }

@@ -1108,6 +1108,12 @@ fn regression_started_before_lists_instances_earlier_in_its_millisecond(mut back
         check(Some("2027-01-04T09:00:00.0009Z"), None, &[2, 3]);
         // A window that ends before it starts, within one millisecond, holds nothing.
         check(Some("2027-01-04T09:00:00.0009Z"), Some("2027-01-04T09:00:00.0005Z"), &[]);
+        // The latest representable bound (the +1 ms used to have overflowed and panicked).
+        let latest = InstanceFilter {
+            started_before: Some(chrono::DateTime::<chrono::Utc>::MAX_UTC.fixed_offset()),
+            ..InstanceFilter::default()
+        };
+        check_listing(store, &population, &latest, &[1, 2, 3, 4]);
         backend.restart();
     }
 }

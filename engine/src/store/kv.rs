@@ -666,7 +666,8 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             // Keys keep milliseconds: take the whole last millisecond; the full filter trims it.
             let to = filter
                 .started_before
-                .map(|at| keys::by_start_from(&(at + chrono::Duration::milliseconds(1))));
+                .and_then(|at| at.checked_add_signed(chrono::Duration::milliseconds(1)))
+                .map(|at| keys::by_start_from(&at));
             let mut keys: Vec<InstanceKey> = self
                 .kv
                 .scan(Tree::ByStart, &from, to.as_deref(), usize::MAX)?

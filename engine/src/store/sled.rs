@@ -109,7 +109,7 @@ fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_RELEASE_WAIT;
     let mut backoff = Duration::from_millis(1);
     loop {
-        match sled::Config::new().path(path).cache_capacity(CACHE_CAPACITY).open() {
+        match sled::Config::new().path(path).cache_capacity(CACHE_CAPACITY).flush_every_ms(None).open() {
             Err(sled::Error::Io(error))
                 if error.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
             {
