@@ -3,6 +3,11 @@
 
 mod bench;
 
+/// sled and the engine allocate many small, short-lived buffers; mimalloc serves them markedly faster than
+/// glibc's allocator under two busy threads (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

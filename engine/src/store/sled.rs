@@ -66,7 +66,7 @@ fn tree_end(tree: Tree) -> Vec<u8> {
 }
 
 /// sled's page cache: bounded so that memory stays flat however large the store grows.
-const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
 impl SledKv {
     /// Opens (creating if needed) the sled database in directory `path` and its trees.
