@@ -42,7 +42,7 @@ enum Command {
     Codes,
     /// Measure the durable engine: throughput, latency, commits per flush, bytes and memory per instance.
     Bench(bench::BenchArgs),
-    /// Audit the history stored in a data directory: verify, replay, export.
+    /// Audit the history stored in a data directory: verify, replay, export, the operation log.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -69,6 +69,27 @@ enum AuditCommand {
     },
     /// Write an instance's records as JSON lines, for external auditors.
     Export { instance: u64 },
+    /// The operation log: who created, updated or deleted which definition, instance or variable, and when.
+    Operations {
+        /// Only operations by this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only operations on this instance (and its variables).
+        #[arg(long)]
+        instance: Option<u64>,
+        /// Only operations on this process (its definitions and instances).
+        #[arg(long)]
+        process: Option<String>,
+        /// Only entries after this sequence number (for paging).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Write JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,6 +238,41 @@ fn audit(data: &std::path::Path, command: AuditCommand) -> anyhow::Result<ExitCo
         AuditCommand::Export { instance } => {
             for record in store.records(InstanceKey(instance), 1, usize::MAX)? {
                 println!("{}", serde_json::to_string(&record)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Operations { user, instance, process, after, limit, json } => {
+            use govflow_engine::store::{OperationFilter, OperationTarget};
+            let filter = OperationFilter {
+                user,
+                instance: instance.map(InstanceKey),
+                process_id: process,
+                ..OperationFilter::default()
+            };
+            for operation in store.operations(&filter, after, limit)? {
+                if json {
+                    println!("{}", serde_json::to_string(&operation)?);
+                    continue;
+                }
+                let target = match &operation.target {
+                    OperationTarget::Definition { process_id, version } => {
+                        format!("definition {process_id} v{version}")
+                    }
+                    OperationTarget::Instance { instance, process_id } => {
+                        format!("instance {instance} ({process_id})")
+                    }
+                    OperationTarget::Variable { instance, scope, name } => {
+                        format!("variable {name} of instance {instance} (scope {scope})")
+                    }
+                };
+                println!(
+                    "{:>6}  {}  {:<28}  {:?}  {target}{}",
+                    operation.seq,
+                    operation.at.to_rfc3339(),
+                    operation.actor.to_string(),
+                    operation.kind,
+                    operation.detail.map(|detail| format!(" — {detail}")).unwrap_or_default()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -170,3 +170,35 @@ fn a_stored_batch_that_no_longer_parses_is_reported_not_skipped() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_operation_log_names_who_did_what() {
+    let dir = data_dir("operations");
+    run_journey(&dir);
+    let data = dir.to_str().unwrap();
+    let (code, out) = govflow(&["audit", "operations", "--data", data]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("designer")
+            && lines[0].contains("Create")
+            && lines[0].contains("definition birth-registration v1"),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("parent")
+            && l.contains("Create")
+            && l.contains("instance 1 (birth-registration)")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.contains("variable child of instance 1")), "{out}");
+    assert!(lines.iter().any(|l| l.contains("Update") && l.contains("completed")), "{out}");
+    // Filters and JSON lines for tools.
+    let (code, out) = govflow(&["audit", "operations", "--data", data, "--user", "designer", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let entries: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(entries.len(), 1, "{out}");
+    assert_eq!(entries[0]["kind"], "create");
+    assert_eq!(entries[0]["target"]["type"], "definition");
+    let _ = std::fs::remove_dir_all(&dir);
+}
