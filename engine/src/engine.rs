@@ -14,18 +14,29 @@ use crate::audit::{self, Actor, ChainError, RecordedEvent};
 use crate::diagnostics::{has_errors, Diagnostic};
 use crate::dmn::DecisionModel;
 use crate::model::ElementId;
+use crate::runtime::schedule;
 use crate::runtime::{
     actions_of, decide, Action, Command, Event, Instance, InstanceKey, InstanceStatus, Key,
     ProcessDefinition, Rejection, VariableMap,
 };
 use crate::store::{
     self, Batch, BufferedMessage, Deployment, InstanceFilter, InstanceMeta, Operation, OperationFilter,
-    OperationKind, OperationTarget, OutboxEntry, Store, StoredInstance,
+    OperationKind, OperationTarget, OutboxEntry, ScheduleEntry, Store, StoredInstance,
 };
 
 /// Where "now" comes from: the real clock in production, a manual clock in tests (no sleeping in tests).
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<FixedOffset>;
+
+    /// How long to wait in real time for `engine` of this clock's time to pass.
+    fn real(&self, engine: std::time::Duration) -> std::time::Duration {
+        engine
+    }
+
+    /// How many times faster than real time this clock runs.
+    fn scale(&self) -> f64 {
+        1.0
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +69,39 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<FixedOffset> {
         self.now.lock().map(|now| *now).unwrap_or_default()
+    }
+}
+
+/// A clock that runs `scale` times faster than real time, from the origin its store recorded (for demos:
+/// `--time-scale 3600` shows a monthly cycle in minutes). Engine time keeps running across restarts, and
+/// a store is only ever opened with the scale it was created with (`store::TimeScale`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaledClock {
+    pub scale: store::TimeScale,
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> DateTime<FixedOffset> {
+        let real = Utc::now().fixed_offset() - self.scale.origin_real;
+        let nanos = real.num_nanoseconds().map_or(f64::MAX, |n| n as f64) * self.scale.scale;
+        let elapsed = if nanos.is_finite() && nanos.abs() < i64::MAX as f64 {
+            chrono::Duration::nanoseconds(nanos as i64)
+        } else {
+            chrono::Duration::MAX
+        };
+        self.scale.origin_engine.checked_add_signed(elapsed).unwrap_or(self.scale.origin_engine)
+    }
+
+    fn scale(&self) -> f64 {
+        self.scale.scale
+    }
+
+    fn real(&self, engine: std::time::Duration) -> std::time::Duration {
+        if self.scale.scale > 0.0 && self.scale.scale.is_finite() {
+            engine.div_f64(self.scale.scale)
+        } else {
+            engine
+        }
     }
 }
 
@@ -182,6 +226,7 @@ pub struct Engine<S: Store> {
     /// Serialises deployments and message publication.
     admin: Mutex<()>,
     listener: Mutex<Option<Listener>>,
+    schedule_listener: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -247,16 +292,25 @@ fn operations_of(meta: &InstanceMeta, before: &Instance, records: &[RecordedEven
     operations
 }
 
-/// Actions that no index represents: kept in the outbox until performed (jobs, timers, subscriptions and
-/// user tasks are rebuilt from their indexes instead).
-fn needs_outbox(action: &Action, meta: &InstanceMeta) -> bool {
-    match action {
-        Action::StartChildInstance { .. }
-        | Action::CancelChildInstance { .. }
-        | Action::BroadcastSignal { .. } => true,
-        Action::InstanceEnded { .. } => meta.parent.is_some(),
-        _ => false,
-    }
+/// The message names of flow triggers (GovStack Workflow BB §6.2): a process whose message start event
+/// has one of these names starts when an instance of `process_id` completes, is cancelled, or raises an
+/// incident, with that instance's variables.
+pub fn flow_trigger(event: FlowEvent, process_id: &str) -> String {
+    let what = match event {
+        FlowEvent::Completed => "completed",
+        FlowEvent::Cancelled => "cancelled",
+        FlowEvent::Failed => "failed",
+    };
+    format!("process-{what}:{process_id}")
+}
+
+/// What happened to an instance, for flow triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    Completed,
+    Cancelled,
+    /// An incident was raised.
+    Failed,
 }
 
 impl<S: Store> Engine<S> {
@@ -272,6 +326,7 @@ impl<S: Store> Engine<S> {
             disabled: Mutex::new(std::collections::BTreeSet::new()),
             admin: Mutex::new(()),
             listener: Mutex::new(None),
+            schedule_listener: Mutex::new(None),
         };
         let deployments = engine.store.deployments()?;
         // Decisions first, so that every process sees every deployed decision.
@@ -281,6 +336,7 @@ impl<S: Store> Engine<S> {
         for deployment in deployments.iter().filter(|d| !d.resource_name.ends_with(".dmn")) {
             engine.load(deployment)?;
         }
+        engine.reconcile_schedules()?;
         Ok(engine)
     }
 
@@ -380,6 +436,7 @@ impl<S: Store> Engine<S> {
             self.store.put_deployment(&deployment, operation)?;
             deployed.push(Deployed { process_id, version, new: true });
         }
+        self.reconcile_schedules()?;
         Ok(deployed)
     }
 
@@ -423,6 +480,7 @@ impl<S: Store> Engine<S> {
         } else {
             lock(&self.disabled).insert(id);
         }
+        self.reconcile_schedules()?;
         Ok(())
     }
 
@@ -445,7 +503,116 @@ impl<S: Store> Engine<S> {
         let operation = self.definition_operation(&deployment, OperationKind::Delete, None, actor);
         self.store.delete_deployment(process_id, version, operation)?;
         lock(&self.definitions).remove(&(process_id.to_owned(), version));
+        self.reconcile_schedules()?;
         Ok(())
+    }
+
+    /// The latest version of each process, when it is enabled: the only versions a schedule or a message
+    /// start event starts.
+    fn latest_enabled(&self) -> Vec<Arc<ProcessDefinition>> {
+        let definitions = lock(&self.definitions);
+        let mut latest: BTreeMap<&str, &Arc<ProcessDefinition>> = BTreeMap::new();
+        for ((process_id, _), definition) in definitions.iter() {
+            latest.insert(process_id, definition);
+        }
+        let disabled = lock(&self.disabled);
+        latest
+            .into_values()
+            .filter(|d| !disabled.contains(&(d.process_id.0.clone(), d.version)))
+            .cloned()
+            .collect()
+    }
+
+    /// Makes the stored schedules match the deployments: one per timer start event of each process's latest
+    /// enabled version (a redeployment replaces the old version's schedule; disabling stops it). Keeps the
+    /// progress of schedules that stay. Idempotent: run at open, so a crash between a deployment and its
+    /// schedules heals.
+    fn reconcile_schedules(&self) -> Result<()> {
+        let now = self.now();
+        let existing = self.store.schedules()?;
+        let mut wanted = Vec::new();
+        for definition in self.latest_enabled() {
+            for element in schedule::timer_start_events(&definition) {
+                let process_id = definition.process_id.0.clone();
+                let kept = existing.iter().find(|entry| {
+                    entry.process_id == process_id
+                        && entry.version == definition.version
+                        && entry.element == element.0
+                });
+                if let Some(kept) = kept {
+                    wanted.push(kept.clone());
+                    continue;
+                }
+                // A start event whose timer cannot be computed was refused at deployment (validation);
+                // one with no due time left (a past cycle window) has no schedule.
+                if let Ok(Some(due)) = schedule::first_due(&definition, &element, now) {
+                    wanted.push(ScheduleEntry {
+                        process_id,
+                        version: definition.version,
+                        element: element.0.clone(),
+                        due,
+                        fired: 0,
+                        anchor: now,
+                    });
+                }
+            }
+        }
+        let remove: Vec<ScheduleEntry> = existing.iter().filter(|e| !wanted.contains(e)).cloned().collect();
+        let put: Vec<ScheduleEntry> = wanted.iter().filter(|e| !existing.contains(e)).cloned().collect();
+        if remove.is_empty() && put.is_empty() {
+            return Ok(());
+        }
+        self.store.replace_schedules(&remove, &put)?;
+        if let Some(hook) = lock(&self.schedule_listener).as_ref() {
+            hook();
+        }
+        Ok(())
+    }
+
+    /// The earliest due time of any timer-start schedule.
+    pub fn next_schedule_due(&self) -> Result<Option<DateTime<FixedOffset>>> {
+        Ok(self.store.schedules()?.iter().map(|entry| entry.due).min())
+    }
+
+    /// Starts the processes whose timer start events are due (never before), then moves each schedule to
+    /// its next due time or removes it when spent. Exactly once: the instance a start makes carries the
+    /// business key `{process}:v{version}/{start event}/{n}`, so a start repeated after a crash (before
+    /// its schedule moved on) finds it and starts nothing. Returns the instances started.
+    pub fn fire_due_schedules(&self) -> Result<Vec<InstanceKey>> {
+        let now = self.now();
+        let mut started = Vec::new();
+        for entry in self.store.schedules()? {
+            if entry.due > now {
+                continue;
+            }
+            let Ok(definition) = self.definition(&entry.process_id, Some(entry.version)) else { continue };
+            let n = entry.fired + 1;
+            let business_key = format!("{}:v{}/{}/{n}", entry.process_id, entry.version, entry.element);
+            let filter =
+                InstanceFilter { business_key: Some(business_key.clone()), ..InstanceFilter::default() };
+            if self.store.instances(&filter, None, 1)?.is_empty() {
+                let key = self.start_at(
+                    &entry.process_id,
+                    Some(ElementId(entry.element.clone())),
+                    VariableMap::new(),
+                    Some(business_key),
+                    None,
+                    &Actor::engine(),
+                )?;
+                started.push(key);
+            }
+            let element = ElementId(entry.element.clone());
+            let next = schedule::next_due(&definition, &element, entry.anchor, n, now).ok().flatten();
+            let put: Vec<ScheduleEntry> =
+                next.map(|due| ScheduleEntry { due, fired: n, ..entry.clone() }).into_iter().collect();
+            self.store.replace_schedules(std::slice::from_ref(&entry), &put)?;
+        }
+        Ok(started)
+    }
+
+    /// Sets the function told when the schedules change (a deployment), so the shell can re-read them.
+    pub fn set_schedule_listener(&self, listener: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.schedule_listener) = Some(Box::new(listener));
     }
 
     /// The compiled definition of a process version (the latest when `version` is `None`).
@@ -638,7 +805,7 @@ impl<S: Store> Engine<S> {
         let outbox: Vec<OutboxEntry> = actions
             .iter()
             .enumerate()
-            .filter(|(_, action)| needs_outbox(action, &meta))
+            .filter(|(_, action)| self.needs_outbox(action, &meta))
             .map(|(i, action)| OutboxEntry {
                 id: (key, last_seq, u32::try_from(i).unwrap_or(u32::MAX)),
                 action: action.clone(),
@@ -670,6 +837,66 @@ impl<S: Store> Engine<S> {
         });
         lock(&self.cache).insert(key, Arc::clone(&stored));
         Ok(Submitted { key, records, outbox, actions, stored, ticket })
+    }
+
+    /// Actions that no index represents: kept in the outbox until performed (jobs, timers, subscriptions
+    /// and user tasks are rebuilt from their indexes instead).
+    fn needs_outbox(&self, action: &Action, meta: &InstanceMeta) -> bool {
+        let triggered = |event| !self.message_starts(&flow_trigger(event, &meta.process_id)).is_empty();
+        match action {
+            Action::StartChildInstance { .. }
+            | Action::CancelChildInstance { .. }
+            | Action::BroadcastSignal { .. } => true,
+            Action::InstanceEnded { completed: true } => {
+                meta.parent.is_some() || triggered(FlowEvent::Completed)
+            }
+            Action::InstanceEnded { completed: false } => {
+                meta.parent.is_some() || triggered(FlowEvent::Cancelled)
+            }
+            Action::IncidentRaised { .. } => triggered(FlowEvent::Failed),
+            _ => false,
+        }
+    }
+
+    /// Starts the processes triggered by `event` of `instance`, once each (the started instance's business
+    /// key `{trigger}/{instance}` makes a repeat after a crash find it and start nothing).
+    fn run_flow_triggers(&self, instance: InstanceKey, event: FlowEvent, detail: Option<&str>) -> Result<()> {
+        let Some(stored) = self.store.instance(instance)? else { return Ok(()) };
+        let name = flow_trigger(event, &stored.meta.process_id);
+        let starts = self.message_starts(&name);
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let mut variables: VariableMap =
+            stored.state.root.and_then(|root| stored.state.variables.get(&root).cloned()).unwrap_or_default();
+        variables.insert(
+            "triggeredBy".to_owned(),
+            serde_json::json!({
+                "processId": stored.meta.process_id,
+                "instance": instance.0,
+                "businessKey": stored.meta.business_key,
+                "event": name,
+                "detail": detail,
+            }),
+        );
+        for (process_id, start_event) in starts {
+            let business_key =
+                format!("{name}/{instance}{}", detail.map(|d| format!("/{d}")).unwrap_or_default());
+            let filter =
+                InstanceFilter { business_key: Some(business_key.clone()), ..InstanceFilter::default() };
+            if !self.store.instances(&filter, None, 1)?.is_empty() {
+                continue;
+            }
+            self.start_at(
+                &process_id,
+                Some(start_event),
+                variables.clone(),
+                Some(business_key),
+                None,
+                &Actor::engine(),
+            )?;
+        }
+        Ok(())
     }
 
     /// After a submitted batch's flush: on success, tell the listener, trim the cache, do the follow-ups.
@@ -792,7 +1019,12 @@ impl<S: Store> Engine<S> {
             Action::BroadcastSignal { signal_name, variables } => {
                 self.broadcast(signal_name, variables.clone(), &engine).map(|_| ())
             }
+            Action::IncidentRaised { incident, .. } => {
+                self.run_flow_triggers(instance, FlowEvent::Failed, Some(&incident.to_string()))
+            }
             Action::InstanceEnded { completed } => {
+                let event = if *completed { FlowEvent::Completed } else { FlowEvent::Cancelled };
+                self.run_flow_triggers(instance, event, None)?;
                 let Some(meta) = self.store.instance_meta(instance)? else { return Ok(()) };
                 let Some((parent, element_instance)) = meta.parent else { return Ok(()) };
                 if !completed {
@@ -912,27 +1144,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// The message start events of the latest version of each deployed, enabled process.
-    fn message_starts(&self, name: &str) -> Result<Vec<(String, ElementId)>> {
-        let latest: Vec<Arc<ProcessDefinition>> = {
-            let definitions = lock(&self.definitions);
-            let mut latest: BTreeMap<&str, &Arc<ProcessDefinition>> = BTreeMap::new();
-            for ((process_id, _), definition) in definitions.iter() {
-                latest.insert(process_id, definition);
-            }
-            latest.into_values().cloned().collect()
-        };
+    /// The message start events named `name` of the latest version of each deployed, enabled process.
+    fn message_starts(&self, name: &str) -> Vec<(String, ElementId)> {
         let mut starts = Vec::new();
-        for definition in latest {
+        for definition in self.latest_enabled() {
             for id in definition.message_start_events(name) {
-                let disabled =
-                    lock(&self.disabled).contains(&(definition.process_id.0.clone(), definition.version));
-                if !disabled {
-                    starts.push((definition.process_id.0.clone(), id));
-                }
+                starts.push((definition.process_id.0.clone(), id));
             }
         }
-        Ok(starts)
+        starts
     }
 
     /// Publishes a message: correlates it to waiting instances (at most one per process), starts the
@@ -970,7 +1190,7 @@ impl<S: Store> Engine<S> {
                 published.correlated.push(entry.instance);
             }
         }
-        for (process_id, start_event) in self.message_starts(&message.name)? {
+        for (process_id, start_event) in self.message_starts(&message.name) {
             if served.contains(&process_id) {
                 continue;
             }

@@ -142,6 +142,13 @@ impl<S: Store + 'static> ShellBuilder<S> {
             // The shell is gone: the store still has everything, the next start rebuilds it.
             let _ = sender.send(committed);
         });
+        let weak = Arc::downgrade(&inner);
+        inner.engine.set_schedule_listener(move || {
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner.timers).schedules_changed = true;
+                inner.timer_changed.notify_one();
+            }
+        });
         tokio::spawn(dispatch(Arc::clone(&inner), receiver));
         tokio::spawn(run_timers(Arc::clone(&inner)));
         let recovering = Arc::clone(&inner);
@@ -158,6 +165,10 @@ struct TimerWindow {
     due: BTreeSet<(DateTime<FixedOffset>, InstanceKey, Key)>,
     /// Timers due before this are all in `due` (those after it are only in the store).
     until: Option<DateTime<FixedOffset>>,
+    /// The earliest timer-start schedule (process starts), re-read when the schedules change.
+    schedule: Option<DateTime<FixedOffset>>,
+    /// The schedules changed (a deployment): re-read `schedule`.
+    schedules_changed: bool,
 }
 
 struct Inner<S: Store + 'static> {
@@ -267,13 +278,24 @@ impl<S: Store + 'static> Inner<S> {
     /// Loads the timers due within the horizon from the store.
     async fn reload_timers(self: &Arc<Self>) -> Result<()> {
         let engine = Arc::clone(&self.engine);
-        let horizon = chrono::Duration::from_std(self.config.timer_horizon).unwrap_or(chrono::Duration::MAX);
+        // The horizon is real time; a demo clock running N× faster covers N× as much engine time.
+        let scale = engine.clock().scale();
+        let horizon = if scale.is_finite() && scale >= 1.0 {
+            Duration::try_from_secs_f64(self.config.timer_horizon.as_secs_f64() * scale)
+                .unwrap_or(Duration::MAX)
+        } else {
+            self.config.timer_horizon
+        };
+        let horizon = chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX);
         let until = engine.now() + horizon;
         let due = blocking(move || Ok(engine.store().due_timers(until, usize::MAX)?)).await?;
+        let engine = Arc::clone(&self.engine);
+        let schedule = blocking(move || engine.next_schedule_due()).await?;
         {
             let mut window = lock(&self.timers);
             window.due.extend(due.into_iter().map(|entry| (entry.due, entry.instance, entry.timer)));
             window.until = Some(until);
+            window.schedule = schedule;
         }
         self.timer_changed.notify_one();
         Ok(())
@@ -290,7 +312,7 @@ impl<S: Store + 'static> Inner<S> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             if let Some(not_before) = job.not_before {
-                tokio::time::sleep(until(not_before, inner.engine.now())).await;
+                tokio::time::sleep(inner.engine.clock().real(until(not_before, inner.engine.now()))).await;
             }
             let outcome = match permits.acquire_owned().await {
                 Ok(_permit) if !inner.stopping() => {
@@ -374,7 +396,25 @@ async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
     let reload_every = inner.config.timer_horizon / 2;
     let mut next_reload = tokio::time::Instant::now() + reload_every;
     while !inner.stopping() {
+        if std::mem::take(&mut lock(&inner.timers).schedules_changed) {
+            let engine = Arc::clone(&inner.engine);
+            match blocking(move || engine.next_schedule_due()).await {
+                Ok(schedule) => lock(&inner.timers).schedule = schedule,
+                Err(error) => tracing::error!(%error, "cannot read the timer-start schedules"),
+            }
+        }
         let now = inner.engine.now();
+        let schedule_due = lock(&inner.timers).schedule.is_some_and(|due| due <= now);
+        if schedule_due {
+            let engine = Arc::clone(&inner.engine);
+            match blocking(move || Ok((engine.fire_due_schedules()?, engine.next_schedule_due()?))).await {
+                Ok((_, next)) => lock(&inner.timers).schedule = next,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start a scheduled process; retrying at the next reload");
+                    lock(&inner.timers).schedule = None;
+                }
+            }
+        }
         let (due_now, wait) = {
             let mut window = lock(&inner.timers);
             let mut due_now = Vec::new();
@@ -385,7 +425,8 @@ async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
                 window.due.pop_first();
                 due_now.push(first);
             }
-            let wait = window.due.first().map_or(reload_every, |first| until(first.0, now));
+            let next = window.due.first().map(|first| first.0).into_iter().chain(window.schedule).min();
+            let wait = next.map_or(reload_every, |next| inner.engine.clock().real(until(next, now)));
             (due_now, wait)
         };
         for (_, instance, timer) in due_now {

@@ -69,6 +69,11 @@ pub enum Action {
     InstanceEnded {
         completed: bool,
     },
+    /// An incident stopped part of the instance: flow triggers on failure.
+    IncidentRaised {
+        incident: Key,
+        message: String,
+    },
 }
 
 /// The actions that `events` call for, in event order.
@@ -123,6 +128,9 @@ pub fn actions_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Action
             }
             Event::InstanceCompleted { .. } => Action::InstanceEnded { completed: true },
             Event::InstanceCancelled => Action::InstanceEnded { completed: false },
+            Event::IncidentRaised { incident, message, .. } => {
+                Action::IncidentRaised { incident: *incident, message: message.clone() }
+            }
             _ => continue,
         };
         actions.push(action);

@@ -12,6 +12,7 @@ mod action;
 mod decide;
 mod definition;
 mod event;
+pub mod schedule;
 mod state;
 
 use chrono::{DateTime, FixedOffset};

@@ -29,6 +29,7 @@
 //! | `message_expiry` | (expires ms, message u64) | message key |
 //! | `operations` | seq u64 | `Operation` JSON |
 //! | `signal_subscriptions` | (signal name, instance u64, subscription u64) | empty |
+//! | `schedules` | (process id, start event id) | `ScheduleEntry` JSON (a timer start event's next start) |
 //! | `by_parent` | (parent instance u64, call activity element instance u64, child instance u64) | empty |
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, so instants before 1970 sort first.
@@ -60,10 +61,11 @@ pub enum Tree {
     Operations,
     Signals,
     ByParent,
+    Schedules,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Deployments,
         Tree::Records,
@@ -84,6 +86,7 @@ impl Tree {
         Tree::Operations,
         Tree::Signals,
         Tree::ByParent,
+        Tree::Schedules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +111,7 @@ impl Tree {
             Tree::Operations => "operations",
             Tree::Signals => "signal_subscriptions",
             Tree::ByParent => "by_parent",
+            Tree::Schedules => "schedules",
         }
     }
 
@@ -136,6 +140,7 @@ impl Tree {
             Tree::Operations => 18,
             Tree::Signals => 19,
             Tree::ByParent => 20,
+            Tree::Schedules => 21,
         }
     }
 }
@@ -343,6 +348,13 @@ pub fn by_parent(parent: InstanceKey, element_instance: Key, child: InstanceKey)
 
 pub fn by_parent_prefix(parent: InstanceKey, element_instance: Key) -> Vec<u8> {
     owned(parent, element_instance)
+}
+
+pub fn schedule(process_id: &str, element: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    string(&mut key, process_id);
+    string(&mut key, element);
+    key
 }
 
 pub fn operation(seq: u64) -> Vec<u8> {

@@ -44,18 +44,21 @@ pub trait Kv: Send + Sync {
 /// How many instance keys one durable reservation hands out (a crash skips at most this many).
 const KEY_BLOCK: u64 = 1024;
 
-/// Group-commit settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a store is opened: group commit, and the time scale a new store records.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CommitConfig {
     /// When false every commit has its own flush (for comparison in benchmarks).
     pub group: bool,
-    /// How long a leader waits for more commits before flushing (zero: only what queued meanwhile).
+    /// How long the flusher waits for more commits before flushing (zero: only what queued meanwhile).
     pub window: Duration,
+    /// How many times faster than real time the engine's clock runs (1 in production). A new store
+    /// records it; an existing store of another scale is refused.
+    pub time_scale: f64,
 }
 
 impl Default for CommitConfig {
     fn default() -> CommitConfig {
-        CommitConfig { group: true, window: Duration::ZERO }
+        CommitConfig { group: true, window: Duration::ZERO, time_scale: 1.0 }
     }
 }
 
@@ -303,6 +306,23 @@ impl<K: Kv + 'static> KvStore<K> {
                         path: path.to_owned(),
                         found,
                         expected: STORE_FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        match kv.get(Tree::Meta, keys::TIME_SCALE)? {
+            None => {
+                let now = chrono::Utc::now().fixed_offset();
+                let scale = TimeScale { scale: config.time_scale, origin_real: now, origin_engine: now };
+                kv.apply(vec![Write::Put(Tree::Meta, keys::TIME_SCALE.to_vec(), encode(&scale)?)])?;
+            }
+            Some(bytes) => {
+                let recorded: TimeScale = decode("time scale", &bytes)?;
+                if recorded.scale != config.time_scale {
+                    return Err(StoreError::TimeScale {
+                        path: path.to_owned(),
+                        found: recorded.scale,
+                        requested: config.time_scale,
                     });
                 }
             }
@@ -761,6 +781,39 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             });
         }
         Ok(out)
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleEntry>> {
+        self.kv
+            .scan(Tree::Schedules, &[], None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode("schedule", v))
+            .collect()
+    }
+
+    fn replace_schedules(&self, remove: &[ScheduleEntry], put: &[ScheduleEntry]) -> Result<()> {
+        let mut writes = Vec::new();
+        for entry in remove {
+            writes.push(Write::Delete(Tree::Schedules, keys::schedule(&entry.process_id, &entry.element)));
+        }
+        for entry in put {
+            writes.push(Write::Put(
+                Tree::Schedules,
+                keys::schedule(&entry.process_id, &entry.element),
+                encode(entry)?,
+            ));
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.write(writes, Vec::new())
+    }
+
+    fn time_scale(&self) -> Result<TimeScale> {
+        match self.kv.get(Tree::Meta, keys::TIME_SCALE)? {
+            Some(bytes) => decode("time scale", &bytes),
+            None => Err(StoreError::Corrupt("the store has no time scale".to_owned())),
+        }
     }
 
     fn children(&self, parent: InstanceKey, element_instance: Key) -> Result<Vec<InstanceKey>> {

@@ -171,6 +171,30 @@ pub struct SubscriptionEntry {
     pub subscription: Key,
 }
 
+/// The next start of a process by one of its timer start events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleEntry {
+    pub process_id: String,
+    /// The version whose timer start event this is (only the latest enabled version has schedules).
+    pub version: u32,
+    pub element: String,
+    pub due: DateTime<FixedOffset>,
+    /// Starts made so far.
+    pub fired: u32,
+    /// When the schedule was made: a cycle's repetitions count from here.
+    pub anchor: DateTime<FixedOffset>,
+}
+
+/// How the engine's clock relates to real time, recorded by the store when it is created: a demo store
+/// runs N× faster, and a store is never opened with another scale than it was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeScale {
+    pub scale: f64,
+    /// The real instant at which engine time was `origin_engine`.
+    pub origin_real: DateTime<FixedOffset>,
+    pub origin_engine: DateTime<FixedOffset>,
+}
+
 /// An open user task, as listed for task inboxes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserTaskEntry {
@@ -383,6 +407,12 @@ pub trait Store: Send + Sync {
     fn subscriptions(&self, message_name: &str, correlation_key: &str) -> Result<Vec<SubscriptionEntry>>;
     /// Instances subscribed to signal `signal_name`.
     fn signal_subscriptions(&self, signal_name: &str) -> Result<Vec<SignalEntry>>;
+    /// Every timer-start schedule.
+    fn schedules(&self) -> Result<Vec<ScheduleEntry>>;
+    /// Removes the schedules `remove` and writes `put`, in one durable write.
+    fn replace_schedules(&self, remove: &[ScheduleEntry], put: &[ScheduleEntry]) -> Result<()>;
+    /// The time scale the store was created with.
+    fn time_scale(&self) -> Result<TimeScale>;
     /// The child instances a call activity started.
     fn children(&self, parent: InstanceKey, element_instance: Key) -> Result<Vec<InstanceKey>>;
     /// Open user tasks, by (instance, task), after `after`, at most `limit`.
