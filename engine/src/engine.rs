@@ -208,6 +208,9 @@ struct Submitted {
     ticket: store::CommitTicket,
 }
 
+/// How many records may follow an instance's stored snapshot before the next is written.
+const SNAPSHOT_EVERY: u64 = 32;
+
 /// How many instance states the engine keeps in memory between commands (the rest are read from the store).
 const CACHE_CAPACITY: usize = 16_384;
 
@@ -553,6 +556,7 @@ impl<S: Store> Engine<S> {
                         due,
                         fired: 0,
                         anchor: now,
+                        spent: false,
                     });
                 }
             }
@@ -571,18 +575,18 @@ impl<S: Store> Engine<S> {
 
     /// The earliest due time of any timer-start schedule.
     pub fn next_schedule_due(&self) -> Result<Option<DateTime<FixedOffset>>> {
-        Ok(self.store.schedules()?.iter().map(|entry| entry.due).min())
+        Ok(self.store.schedules()?.iter().filter(|entry| !entry.spent).map(|entry| entry.due).min())
     }
 
     /// Starts the processes whose timer start events are due (never before), then moves each schedule to
-    /// its next due time or removes it when spent. Exactly once: the instance a start makes carries the
+    /// its next due time or marks it spent. Exactly once: the instance a start makes carries the
     /// business key `{process}:v{version}/{start event}/{n}`, so a start repeated after a crash (before
     /// its schedule moved on) finds it and starts nothing. Returns the instances started.
     pub fn fire_due_schedules(&self) -> Result<Vec<InstanceKey>> {
         let now = self.now();
         let mut started = Vec::new();
         for entry in self.store.schedules()? {
-            if entry.due > now {
+            if entry.spent || entry.due > now {
                 continue;
             }
             let Ok(definition) = self.definition(&entry.process_id, Some(entry.version)) else { continue };
@@ -603,9 +607,11 @@ impl<S: Store> Engine<S> {
             }
             let element = ElementId(entry.element.clone());
             let next = schedule::next_due(&definition, &element, entry.anchor, n, now).ok().flatten();
-            let put: Vec<ScheduleEntry> =
-                next.map(|due| ScheduleEntry { due, fired: n, ..entry.clone() }).into_iter().collect();
-            self.store.replace_schedules(std::slice::from_ref(&entry), &put)?;
+            let moved = match next {
+                Some(due) => ScheduleEntry { due, fired: n, ..entry.clone() },
+                None => ScheduleEntry { fired: n, spent: true, ..entry.clone() },
+            };
+            self.store.replace_schedules(std::slice::from_ref(&entry), &[moved])?;
         }
         Ok(started)
     }
@@ -811,11 +817,16 @@ impl<S: Store> Engine<S> {
                 action: action.clone(),
             })
             .collect();
+        // A snapshot when the instance starts or changes status (listing reads status from it), and every
+        // SNAPSHOT_EVERY records; in between, readers fold the records after the last one.
+        let write_snapshot = previous.as_ref().is_none_or(|previous| previous.status != meta.status)
+            || stored.last_seq / SNAPSHOT_EVERY != last_seq / SNAPSHOT_EVERY;
         let batch = Batch {
             meta: meta.clone(),
             previous,
             records,
             snapshot,
+            write_snapshot,
             index_ops,
             outbox,
             acks: Vec::new(),

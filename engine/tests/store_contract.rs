@@ -120,6 +120,7 @@ for_every_backend!(
     a_commit_reads_back_as_records_in_order_and_the_snapshot,
     indexes_and_outbox_follow_the_journey,
     a_committed_batch_is_all_there_after_a_restart,
+    an_instance_reads_whole_when_its_snapshot_lags,
     readers_never_see_half_a_batch,
     instances_are_listed_through_every_secondary_index_with_cursor_paging,
     an_instance_moves_from_the_active_listing_to_the_completed_one,
@@ -254,6 +255,7 @@ impl Journey {
             previous,
             records,
             snapshot: self.state.clone(),
+            write_snapshot: true,
             index_ops,
             outbox,
             acks: Vec::new(),
@@ -552,6 +554,40 @@ fn a_committed_batch_is_all_there_after_a_restart(mut backend: Backend) {
     assert_eq!(store.jobs(Some("verify-id"), usize::MAX).unwrap(), [job(&journey, "verify-id")]);
     assert_eq!(store.due_timers(at("2030-01-01T00:00:00Z"), usize::MAX).unwrap(), [timer(&journey)]);
     assert_eq!(store.outbox(usize::MAX).unwrap(), batch.outbox);
+}
+
+/// The engine stores a snapshot only now and then; between snapshots `instance` folds the records after the
+/// stored one, so a reader always gets the state after every committed record, with the chain head.
+fn an_instance_reads_whole_when_its_snapshot_lags(mut backend: Backend) {
+    let definition = definition();
+    let key = backend.store().next_instance_key().unwrap();
+    let (mut journey, batch) = Journey::start(&definition, key, "APP-8", at("2027-01-04T09:00:00Z"));
+    backend.store().commit(&batch).unwrap();
+    let snapshot_seq = batch.records.last().unwrap().seq;
+    let mut lagging = journey.complete(&definition, "verify-id", at("2027-01-04T09:10:00Z"));
+    lagging.write_snapshot = false;
+    backend.store().commit(&lagging).unwrap();
+    for _ in 0..2 {
+        let store = backend.store();
+        let stored = store.instance(key).unwrap().unwrap();
+        assert_eq!(stored.state, journey.state, "the records after the snapshot are folded in");
+        assert_eq!(stored.last_seq, lagging.records.last().unwrap().seq);
+        assert!(stored.last_seq > snapshot_seq);
+        assert_eq!(stored.last_hash, lagging.records.last().unwrap().hash);
+        assert_eq!(stored.meta.updated_at, at("2027-01-04T09:10:00Z"));
+        backend.restart();
+    }
+    // The next batch chains on the folded head, as the engine would.
+    let next = journey.step(
+        &definition,
+        &Command::SetVariables { scope: None, variables: VariableMap::new(), local: false },
+        at("2027-01-04T09:20:00Z"),
+    );
+    backend.store().commit(&next).unwrap();
+    assert_eq!(backend.store().instance(key).unwrap().unwrap().state, journey.state);
+    let records = backend.store().records(key, 1, usize::MAX).unwrap();
+    audit::verify_chain(key, &records).unwrap();
+    assert_eq!(audit::replay(key, &records), journey.state);
 }
 
 /// Keys in generation `generation`: (generation, j) for j below `GENERATION_SIZE`, big-endian.
@@ -1581,20 +1617,21 @@ fn commits_without_grouping<K: Kv>(store: &KvStore<K>) {
 #[test]
 fn sled_without_group_commit_flushes_every_commit_on_its_own() {
     let dir = TestDir::new("no-group");
-    let config = CommitConfig { group: false, window: std::time::Duration::ZERO };
+    let config = CommitConfig { group: false, window: std::time::Duration::ZERO, ..CommitConfig::default() };
     commits_without_grouping(&open_sled_with(&dir.0, config).unwrap());
 }
 
 #[test]
 fn memory_without_group_commit_flushes_every_commit_on_its_own() {
-    let config = CommitConfig { group: false, window: std::time::Duration::ZERO };
+    let config = CommitConfig { group: false, window: std::time::Duration::ZERO, ..CommitConfig::default() };
     commits_without_grouping(&KvStore::open_with(MemoryKv::default(), "memory", config).unwrap());
 }
 
 #[test]
 fn sled_group_commit_with_a_window_loses_nothing() {
     let dir = TestDir::new("window");
-    let config = CommitConfig { group: true, window: std::time::Duration::from_millis(1) };
+    let config =
+        CommitConfig { group: true, window: std::time::Duration::from_millis(1), ..CommitConfig::default() };
     let store = open_sled_with(&dir.0, config).unwrap();
     let journeys = commit_concurrently(&store, 8, 10);
     check_concurrent_commits(&store, &journeys, 10);

@@ -599,14 +599,21 @@ impl<K: Kv + 'static> Store for KvStore<K> {
         }
         let (last_seq, last_hash) = match batch.records.last() {
             Some(record) => (record.seq, record.hash),
-            None => match self.instance(instance)? {
+            None if batch.write_snapshot || batch.previous.is_none() => match self.instance(instance)? {
                 Some(stored) => (stored.last_seq, stored.last_hash),
                 None => (0, Digest256::GENESIS),
             },
+            None => (0, Digest256::GENESIS),
         };
-        let stored =
-            StoredInstance { meta: batch.meta.clone(), state: batch.snapshot.clone(), last_seq, last_hash };
-        writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
+        if batch.write_snapshot || batch.previous.is_none() {
+            let stored = StoredInstance {
+                meta: batch.meta.clone(),
+                state: batch.snapshot.clone(),
+                last_seq,
+                last_hash,
+            };
+            writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
+        }
         Self::meta_index_writes(batch.previous.as_ref(), &batch.meta, &mut writes);
         for op in &batch.index_ops {
             writes.push(Self::index_write(op)?);
@@ -639,10 +646,16 @@ impl<K: Kv + 'static> Store for KvStore<K> {
     }
 
     fn instance(&self, instance: InstanceKey) -> Result<Option<StoredInstance>> {
-        self.kv
-            .get(Tree::Instances, &keys::instance(instance))?
-            .map(|bytes| decode(&format!("instance {instance}"), &bytes))
-            .transpose()
+        let Some(bytes) = self.kv.get(Tree::Instances, &keys::instance(instance))? else { return Ok(None) };
+        let mut stored: StoredInstance = decode(&format!("instance {instance}"), &bytes)?;
+        // The snapshot may lag: fold the records committed after it.
+        for record in self.records(instance, stored.last_seq.saturating_add(1), usize::MAX)? {
+            stored.state.apply(&record.event);
+            stored.last_seq = record.seq;
+            stored.last_hash = record.hash;
+            stored.meta.updated_at = record.at;
+        }
+        Ok(Some(stored))
     }
 
     fn instance_meta(&self, instance: InstanceKey) -> Result<Option<InstanceMeta>> {

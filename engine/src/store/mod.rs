@@ -183,6 +183,10 @@ pub struct ScheduleEntry {
     pub fired: u32,
     /// When the schedule was made: a cycle's repetitions count from here.
     pub anchor: DateTime<FixedOffset>,
+    /// No start is left (a date or duration that fired, a cycle's last repetition). Kept, so that the
+    /// version's schedule is not made again when the engine reopens.
+    #[serde(default)]
+    pub spent: bool,
 }
 
 /// How the engine's clock relates to real time, recorded by the store when it is created: a demo store
@@ -338,7 +342,11 @@ pub struct Batch {
     /// The metadata before this command (`None` for a new instance), to move secondary index entries.
     pub previous: Option<InstanceMeta>,
     pub records: Vec<RecordedEvent>,
+    /// The instance's state after this batch.
     pub snapshot: Instance,
+    /// Whether to store `snapshot` now. When false the stored snapshot lags behind the records and
+    /// `Store::instance` folds the records after it; a new instance's first batch always stores it.
+    pub write_snapshot: bool,
     pub index_ops: Vec<IndexOp>,
     pub outbox: Vec<OutboxEntry>,
     /// Outbox entries performed by now, removed in the same batch.
@@ -390,6 +398,8 @@ pub trait Store: Send + Sync {
     }
     /// Records of an instance from sequence number `from` (inclusive), in order, at most `limit`.
     fn records(&self, instance: InstanceKey, from: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
+    /// An instance's state after every committed record: the stored snapshot, with the records after it
+    /// folded in.
     fn instance(&self, instance: InstanceKey) -> Result<Option<StoredInstance>>;
     fn instance_meta(&self, instance: InstanceKey) -> Result<Option<InstanceMeta>>;
     /// Instances matching `filter`, by key, after `after` (cursor paging), at most `limit`. Uses the
