@@ -295,6 +295,14 @@ fn operations_of(meta: &InstanceMeta, before: &Instance, records: &[RecordedEven
     operations
 }
 
+/// The business key of start `n` of a timer-start schedule: `{process}:v{version}/{start event}/{anchor}/{n}`
+/// (the anchor in UTC, to the millisecond). The anchor tells a schedule made again (re-enabled, or its
+/// version latest again) from the one before, so numbering starts afresh without colliding.
+pub fn scheduled_business_key(entry: &ScheduleEntry, n: u32) -> String {
+    let anchor = entry.anchor.with_timezone(&Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!("{}:v{}/{}/{anchor}/{n}", entry.process_id, entry.version, entry.element)
+}
+
 /// The message names of flow triggers (GovStack Workflow BB §6.2): a process whose message start event
 /// has one of these names starts when an instance of `process_id` completes, is cancelled, or raises an
 /// incident, with that instance's variables.
@@ -580,7 +588,7 @@ impl<S: Store> Engine<S> {
 
     /// Starts the processes whose timer start events are due (never before), then moves each schedule to
     /// its next due time or marks it spent. Exactly once: the instance a start makes carries the
-    /// business key `{process}:v{version}/{start event}/{n}`, so a start repeated after a crash (before
+    /// business key `scheduled_business_key` gives, so a start repeated after a crash (before
     /// its schedule moved on) finds it and starts nothing. Returns the instances started.
     pub fn fire_due_schedules(&self) -> Result<Vec<InstanceKey>> {
         let now = self.now();
@@ -591,7 +599,7 @@ impl<S: Store> Engine<S> {
             }
             let Ok(definition) = self.definition(&entry.process_id, Some(entry.version)) else { continue };
             let n = entry.fired + 1;
-            let business_key = format!("{}:v{}/{}/{n}", entry.process_id, entry.version, entry.element);
+            let business_key = scheduled_business_key(&entry, n);
             let filter =
                 InstanceFilter { business_key: Some(business_key.clone()), ..InstanceFilter::default() };
             if self.store.instances(&filter, None, 1)?.is_empty() {
