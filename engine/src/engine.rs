@@ -937,7 +937,13 @@ impl<S: Store> Engine<S> {
                 cache.remove(&key);
             }
         }
-        self.follow_up(key, &records, outbox)?;
+        let needs_follow_up = !outbox.is_empty()
+            || records.iter().any(|r| matches!(r.event, Event::MessageSubscriptionOpened { .. }));
+        if needs_follow_up {
+            // Follow-ups are further commands that wait for their flush; on a tokio worker, let the runtime
+            // move its other tasks elsewhere meanwhile.
+            blocking_section(|| self.follow_up(key, &records, outbox))?;
+        }
         Ok(records)
     }
 
@@ -1304,6 +1310,17 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::ReplayMismatch(instance));
         }
         Ok(records.len())
+    }
+}
+
+/// Runs `work`, which blocks on the disk, telling a multi-threaded tokio runtime (when called from one) so
+/// that it moves its other tasks to another thread meanwhile.
+fn blocking_section<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
