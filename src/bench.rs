@@ -1,8 +1,10 @@
 //! `govflow bench`: the durable engine's throughput and latency, measured end to end on sled with flush on
-//! (start → N service tasks run by an in-process no-op handler → end), with group commit on or off. It
-//! reports medians and percentiles, never asserts: targets are checked by reading its output.
+//! (start → N service tasks run by an in-process no-op handler → end), with group commit on or off.
+//! `govflow bench-timers`: the timer scheduler — start-up time and memory with many pending timers, and how
+//! late timers falling due fire. Both report medians and percentiles and never assert: targets are checked
+//! by reading their output. They must never touch a data directory they did not create fresh.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use govflow_engine::audit::Actor;
 use govflow_engine::engine::{Engine, SystemClock};
-use govflow_engine::runtime::{InstanceKey, VariableMap};
+use govflow_engine::runtime::{Event, InstanceKey, VariableMap};
 use govflow_engine::shell::{JobOutcome, Shell};
 use govflow_engine::store::keys::Tree;
 use govflow_engine::store::kv::{CommitConfig, Kv};
-use govflow_engine::store::sled::open_sled_with;
+use govflow_engine::store::sled::{open_sled, open_sled_with};
+use govflow_engine::store::Store;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -156,7 +159,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None => (std::env::temp_dir().join(format!("govflow-bench-{}", std::process::id())), true),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    let config = CommitConfig { group: !args.no_group_commit, window: Duration::from_micros(args.window_us) };
+    let config = CommitConfig {
+        group: !args.no_group_commit,
+        window: Duration::from_micros(args.window_us),
+        ..CommitConfig::default()
+    };
     let store = open_sled_with(&dir, config).with_context(|| format!("cannot open {}", dir.display()))?;
     let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
     engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
@@ -296,9 +303,583 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+// -------------------------------------------------------------------------------------------------------
+// govflow bench-timers
+// -------------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimerArgs {
+    /// Pending mode: start this many instances waiting on timers due about 30 days ahead, close the store,
+    /// then measure a cold start in a fresh process (start-up time, RSS). Without --pending and --due,
+    /// both modes run with their defaults.
+    #[arg(long, num_args = 0..=1, default_missing_value = "1000000")]
+    pub pending: Option<u64>,
+    /// Due mode: start this many instances whose timers fall due, spread evenly over --within seconds,
+    /// and measure how late each fired.
+    #[arg(long, num_args = 0..=1, default_missing_value = "100000")]
+    pub due: Option<u64>,
+    /// Due mode: the seconds over which the timers fall due.
+    #[arg(long, default_value_t = 60)]
+    pub within: u64,
+    /// Due mode: the least seconds from the end of calibration to the first due timer. Raised when the
+    /// measured start rate says starting every instance would take longer; every instance must be
+    /// started before the first timer is due, so starting does not compete with firing.
+    #[arg(long, default_value_t = 10)]
+    pub lead: u64,
+    /// Instances being started at once (closed loop).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Where the stores go (in `pending/` and `due/`, emptied first and kept afterwards); default: a
+    /// fresh directory under the system temp dir, removed afterwards. With --cold-start-only: the store.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Pending mode: before the cold start, drop the store's files from the OS page cache (with `sync`
+    /// and GNU `dd iflag=nocache count=0`), so the start-up reads from the disk as after a reboot.
+    #[arg(long)]
+    pub drop_cache: bool,
+    /// Only open the store in --dir, as the engine does at start-up, and print the measurement as JSON
+    /// (the pending mode runs this in a fresh process, so the creation phase does not inflate its RSS).
+    #[arg(long, hide = true, requires = "dir")]
+    pub cold_start_only: bool,
+}
+
+/// The BPMN id of the timer benchmark's process.
+const TIMER_PROCESS: &str = "timers";
+
+/// start → a timer catch event due at the instance's `dueAt` (an ISO 8601 date-time) → end.
+fn timer_process() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="bench-timers" targetNamespace="http://govflow.example/bench"><bpmn:process id="{TIMER_PROCESS}" isExecutable="true"><bpmn:startEvent id="start" /><bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="wait" /><bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition><bpmn:timeDate>=dueAt</bpmn:timeDate></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent><bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="end" /><bpmn:endEvent id="end" /></bpmn:process></bpmn:definitions>"#
+    )
+}
+
+/// A directory of stores, removed on drop when the benchmark created it (also after an error).
+#[derive(Debug)]
+struct DataDir {
+    root: PathBuf,
+    temporary: bool,
+}
+
+impl DataDir {
+    fn new(dir: Option<&PathBuf>) -> DataDir {
+        match dir {
+            Some(root) => DataDir { root: root.clone(), temporary: false },
+            None => DataDir {
+                root: std::env::temp_dir().join(format!("govflow-bench-timers-{}", std::process::id())),
+                temporary: true,
+            },
+        }
+    }
+
+    /// An empty directory `name` under the root, for one mode's store.
+    fn fresh(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.root.join(name);
+        match std::fs::remove_dir_all(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error).with_context(|| format!("cannot empty {}", path.display()));
+            }
+            _ => {}
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+type SledStore = govflow_engine::store::kv::KvStore<govflow_engine::store::sled::SledKv>;
+
+/// Microseconds in a second, and in a day.
+const SECOND: i64 = 1_000_000;
+const DAY: i64 = 86_400 * SECOND;
+
+/// `unix_micros` (microseconds since 1970-01-01T00:00:00Z) as an RFC 3339 date-time in UTC with
+/// microseconds: `2027-01-04T09:00:00.000000Z`. (The CLI does not depend on chrono.)
+fn rfc3339_utc(unix_micros: i64) -> String {
+    let (seconds, micros) = (unix_micros.div_euclid(SECOND), unix_micros.rem_euclid(SECOND));
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day number.
+    let z = days + 719_468;
+    let (era, day_of_era) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153; // March is 0
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second) = (second_of_day / 3600, second_of_day % 3600 / 60, second_of_day % 60);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
+}
+
+/// The variables of an instance due at `due_micros` (microseconds since the Unix epoch).
+fn due_variables(due_micros: i64) -> VariableMap {
+    VariableMap::from([("dueAt".to_owned(), serde_json::Value::String(rfc3339_utc(due_micros)))])
+}
+
+/// Starts `n` instances of the timer process, `concurrency` at a time, instance i due at `due_of(i)`;
+/// returns once every start is durable. Prints progress every `progress` starts (0: never).
+async fn start_instances(
+    shell: &Arc<Shell<SledStore>>,
+    n: u64,
+    concurrency: usize,
+    progress: u64,
+    due_of: impl Fn(u64) -> i64,
+) -> anyhow::Result<Duration> {
+    let concurrency = concurrency.max(1);
+    let in_flight = Arc::new(Semaphore::new(concurrency));
+    let started = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let begin = Instant::now();
+    let mut last_progress = (Instant::now(), 0u64);
+    for i in 0..n {
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (shell, n_started, first_error) = (shell.clone(), started.clone(), first_error.clone());
+        let variables = due_variables(due_of(i));
+        tokio::spawn(async move {
+            let actor = Actor::user("bench", None);
+            match shell.start_instance(TIMER_PROCESS, variables, None, actor).await {
+                Ok(_) => {
+                    n_started.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(error) => {
+                    let mut first = first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    first.get_or_insert_with(|| error.to_string());
+                }
+            }
+            // The shell handle goes before the permit: once every permit is back, the caller holds the
+            // only handle and can shut the shell down.
+            drop(shell);
+            drop(permit);
+        });
+        let done = started.load(Ordering::Acquire);
+        if progress > 0 && done >= last_progress.1 + progress {
+            let rate = (done - last_progress.1) as f64 / last_progress.0.elapsed().as_secs_f64();
+            let (rss, peak) = memory_mib();
+            println!("progress: {done} started, {rate:.0} instances/s, RSS {rss} MiB (peak {peak} MiB)");
+            last_progress = (Instant::now(), done);
+        }
+    }
+    // Every permit back: every start has finished.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    drop(in_flight.acquire_many(all).await?);
+    if let Some(error) = first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        anyhow::bail!("{} of {n} starts failed; the first: {error}", n - started.load(Ordering::Acquire));
+    }
+    Ok(begin.elapsed())
+}
+
+/// The `i`-th of `n` points spread evenly over `width` microseconds, from 0.
+fn spread(width: i64, i: u64, n: u64) -> i64 {
+    let point = i128::from(width) * i128::from(i) / i128::from(n.max(1));
+    i64::try_from(point).unwrap_or(i64::MAX)
+}
+
+/// Opens a fresh store in `dir` with the timer process deployed.
+fn open_fresh(dir: &std::path::Path) -> anyhow::Result<Arc<Engine<SledStore>>> {
+    let store = open_sled(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
+    engine.deploy("timers.bpmn", timer_process().as_bytes(), &Actor::user("bench", None))?;
+    Ok(engine)
+}
+
+pub fn run_timers(args: TimerArgs) -> anyhow::Result<()> {
+    if args.cold_start_only {
+        let dir = args.dir.context("--cold-start-only needs --dir")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let measured = runtime.block_on(cold_start(&dir))?;
+        println!("{}", serde_json::to_string(&measured)?);
+        return Ok(());
+    }
+    let (pending, due) = match (args.pending, args.due) {
+        (None, None) => (Some(1_000_000), Some(100_000)),
+        chosen => chosen,
+    };
+    anyhow::ensure!(pending != Some(0) && due != Some(0), "give at least one instance");
+    let data = DataDir::new(args.dir.as_ref());
+    if let Some(n) = pending {
+        let dir = data.fresh("pending")?;
+        bench_pending(n, &args, &dir)?;
+        if data.temporary {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    if let Some(n) = due {
+        let dir = data.fresh("due")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(bench_due(n, &args, &dir))?;
+    }
+    Ok(())
+}
+
+/// What a cold start measured (printed as JSON by the child process, read by the parent).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ColdStart {
+    /// `open_sled`: sled's recovery and the store's counters.
+    open_store_ms: f64,
+    /// `Engine::open`: compiling the deployed processes.
+    open_engine_ms: f64,
+    /// `Shell::start`: recovery of the outbox, open jobs and the timer window.
+    start_shell_ms: f64,
+    /// VmRSS and VmHWM right after the shell started.
+    rss_mib: u64,
+    peak_mib: u64,
+    /// Entries in the store's timer index (counted after the measurement).
+    n_timers: u64,
+}
+
+/// Opens the store in `dir` as the engine starts up: store, engine, shell (which loads the timer window).
+async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
+    let begin = Instant::now();
+    let store = open_sled(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let open_store = begin.elapsed();
+    let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
+    let open_engine = begin.elapsed();
+    let shell = Shell::builder(Arc::clone(&engine)).start().await?;
+    let start_shell = begin.elapsed();
+    let (rss_mib, peak_mib) = memory_mib();
+    let mut n_timers = 0u64;
+    let mut from = Vec::new();
+    loop {
+        let page = engine.store().kv().scan(Tree::Timers, &from, None, 10_000)?;
+        n_timers += page.len() as u64;
+        match page.last() {
+            Some((key, _)) if page.len() == 10_000 => {
+                from = key.clone();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    shell.shutdown().await;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    Ok(ColdStart {
+        open_store_ms: ms(open_store),
+        open_engine_ms: ms(open_engine - open_store),
+        start_shell_ms: ms(start_shell - open_engine),
+        rss_mib,
+        peak_mib,
+        n_timers,
+    })
+}
+
+/// Writes the files under `dir` to disk and drops them from the OS page cache (`sync FILE`, then GNU
+/// `dd if=FILE iflag=nocache count=0`, which advises the kernel to drop the whole file), so that the next
+/// open reads from the disk. Other files' cache is left alone.
+fn drop_from_page_cache(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            drop_from_page_cache(&path)?;
+            continue;
+        }
+        let synced = std::process::Command::new("sync").arg(&path).status().context("cannot run sync")?;
+        let mut input = std::ffi::OsString::from("if=");
+        input.push(&path);
+        let dropped = std::process::Command::new("dd")
+            .args([input.as_os_str(), "iflag=nocache".as_ref(), "count=0".as_ref(), "status=none".as_ref()])
+            .status()
+            .context("cannot run dd")?;
+        anyhow::ensure!(
+            synced.success() && dropped.success(),
+            "cannot drop {} from the page cache",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `govflow bench-timers --cold-start-only --dir DIR` in a fresh process; its measurement and how
+/// long the whole process took.
+fn cold_start_in_child(dir: &std::path::Path) -> anyhow::Result<(ColdStart, Duration)> {
+    let exe = std::env::current_exe().context("cannot find the govflow binary to run the cold start")?;
+    let begin = Instant::now();
+    let output = std::process::Command::new(&exe)
+        .arg("bench-timers")
+        .arg("--cold-start-only")
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let wall = begin.elapsed();
+    if !output.status.success() {
+        anyhow::bail!(
+            "the cold start failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().context("the cold start printed nothing")?;
+    let cold: ColdStart =
+        serde_json::from_str(line).with_context(|| format!("cannot read the cold start's output: {line}"))?;
+    Ok((cold, wall))
+}
+
+/// Pending mode: `n` timers ~30 days ahead, then a cold start in a fresh process.
+fn bench_pending(n: u64, args: &TimerArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    // Creation, in a runtime of its own: dropping it ends the shell's tasks, so the last engine handle
+    // goes and sled closes the directory before the child opens it.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (took, rss, peak, stats) = runtime.block_on(async {
+        let engine = open_fresh(dir)?;
+        let shell = Arc::new(Shell::builder(Arc::clone(&engine)).start().await?);
+        // Due 30 days from now, spread evenly over one day.
+        let base = engine.now().timestamp_micros() + 30 * DAY;
+        let due_of = |i: u64| base + spread(DAY, i, n);
+        let took = start_instances(&shell, n, args.concurrency, (n / 10).max(1), due_of).await?;
+        let (rss, peak) = memory_mib();
+        let stats = engine.store().commit_stats();
+        if let Ok(shell) = Arc::try_unwrap(shell) {
+            shell.shutdown().await;
+        }
+        anyhow::Ok((took, rss, peak, stats))
+    })?;
+    drop(runtime);
+    let bytes = dir_bytes(dir);
+    println!("bench-timers, pending: {n} instances of start → timer catch event (timeDate = dueAt, 30 days ahead) → end, durable, group commit, {} in flight", args.concurrency);
+    println!(
+        "creation: {:.0} instances/s ({:.1} s, {:.1} commits per flush); store {:.2} GB on disk, {} bytes per instance",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        stats.n_commits as f64 / stats.n_flushes.max(1) as f64,
+        bytes as f64 / 1e9,
+        bytes / n.max(1)
+    );
+    println!("memory after creating the timers (same process): RSS {rss} MiB, peak {peak} MiB");
+
+    if args.drop_cache {
+        drop_from_page_cache(dir)?;
+    }
+    let (cold, wall) = cold_start_in_child(dir)?;
+    println!(
+        "cold start (fresh process{}): {:.2} s = open store {:.2} s + open engine {:.3} s + start shell {:.3} s ({:.2} s wall for the whole process)",
+        if args.drop_cache { ", store files dropped from the page cache" } else { "" },
+        (cold.open_store_ms + cold.open_engine_ms + cold.start_shell_ms) / 1e3,
+        cold.open_store_ms / 1e3,
+        cold.open_engine_ms / 1e3,
+        cold.start_shell_ms / 1e3,
+        wall.as_secs_f64()
+    );
+    println!(
+        "memory after the cold start: RSS {} MiB, peak {} MiB; {} timers in the store",
+        cold.rss_mib, cold.peak_mib, cold.n_timers
+    );
+    Ok(())
+}
+
+/// Due mode: `n` timers falling due over `args.within` seconds, fired by a running shell; lateness from
+/// the audit records (`TimerFired.at` − `TimerScheduled.due`).
+async fn bench_due(n: u64, args: &TimerArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let engine = open_fresh(dir)?;
+    let clock = engine.clock();
+    // Each ended instance, with when the shell heard of its durable end (µs since the epoch).
+    let ended: Arc<Mutex<Vec<(InstanceKey, i64)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(usize::try_from(n).unwrap_or(0))));
+    let n_ended = Arc::new(AtomicU64::new(0));
+    let all_done = Arc::new(tokio::sync::Notify::new());
+    let shell = {
+        let (ended, n_ended, all_done) = (ended.clone(), n_ended.clone(), all_done.clone());
+        Shell::builder(Arc::clone(&engine))
+            .on_instance_ended(move |key, _| {
+                let at = clock.now().timestamp_micros();
+                ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((key, at));
+                if n_ended.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                    all_done.notify_one();
+                }
+            })
+            .start()
+            .await?
+    };
+    let shell = Arc::new(shell);
+
+    // Calibration: the start rate decides the lead time. These instances wait 30 days and never end.
+    let n_probe = (n / 20).clamp(1, 5_000);
+    let far = engine.now().timestamp_micros() + 30 * DAY;
+    let probe = start_instances(&shell, n_probe, args.concurrency, 0, |_| far).await?;
+    let probe_rate = n_probe as f64 / probe.as_secs_f64();
+    let needed = (1.5 * n as f64 / probe_rate).ceil() as u64 + 1;
+    let lead = args.lead.max(needed);
+    let within = i64::try_from(args.within).unwrap_or(i64::MAX / SECOND) * SECOND;
+    let first_due = engine.now().timestamp_micros() + i64::try_from(lead).unwrap_or(0) * SECOND;
+    let due_of = |i: u64| first_due + spread(within, i, n);
+    println!(
+        "bench-timers, due: {n} instances of start → timer catch event (timeDate = dueAt) → end, due evenly over {} s starting {lead} s from now (start rate {probe_rate:.0}/s measured on {n_probe} instances{}), {} in flight",
+        args.within,
+        if lead > args.lead { format!("; --lead {} raised to {lead}", args.lead) } else { String::new() },
+        args.concurrency
+    );
+    let took = start_instances(&shell, n, args.concurrency, 0, due_of).await?;
+    let margin = (first_due - engine.now().timestamp_micros()) as f64 / 1e6;
+    println!(
+        "starting: {:.0} instances/s ({:.1} s); the first timer was due {margin:.1} s after the last start{}",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        if margin < 0.0 { " — starting overlapped firing: raise --lead" } else { "" }
+    );
+    // What the shell's periodic reload of its timer window costs at most: every timer of the run is due
+    // within the horizon now. Timed here, before the first is due, so it delays nothing.
+    let begin = Instant::now();
+    let until = engine.now() + Duration::from_secs(lead + args.within + 1);
+    let n_loaded = engine.store().due_timers(until, usize::MAX)?.len();
+    println!(
+        "reading every due timer from the store (what a window reload reads): {n_loaded} in {:.0} ms",
+        begin.elapsed().as_secs_f64() * 1e3
+    );
+    let deadline = Duration::from_secs(lead + args.within + 120);
+    if n_ended.load(Ordering::Acquire) < n
+        && tokio::time::timeout(deadline, all_done.notified()).await.is_err()
+    {
+        println!(
+            "warning: only {} of {n} instances ended within {deadline:?}",
+            n_ended.load(Ordering::Acquire)
+        );
+    }
+    let ended = std::mem::take(&mut *ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let stats = engine.store().commit_stats();
+    let (rss, peak) = memory_mib();
+
+    let Lateness { fired: fired_late, durable: durable_late, fired_span, slow_by_second, n_unmatched } =
+        lateness(&engine, &ended, first_due)?;
+    let n_early = fired_late.iter().filter(|micros| **micros < 0).count();
+    let span = fired_span.map_or(0.0, |(first, last)| (last - first) as f64 / 1e6);
+    println!(
+        "fired: {} timers in {span:.1} s ({:.0}/s); {} ended instances without a TimerScheduled/TimerFired pair",
+        fired_late.len(),
+        fired_late.len() as f64 / span.max(1e-3),
+        n_unmatched
+    );
+    println!("lateness, TimerFired.at − due: {}; early: {n_early}", lateness_summary(&fired_late));
+    println!("lateness, durable end (hook) − due: {}", lateness_summary(&durable_late));
+    if !slow_by_second.is_empty() {
+        let seconds: Vec<String> =
+            slow_by_second.iter().map(|(second, count)| format!("{second} s: {count}")).collect();
+        println!(
+            "fired more than {} ms late: {} timers; by the second of the window they were due in: {}",
+            SLOW_MICROS / 1000,
+            slow_by_second.values().sum::<u64>(),
+            seconds.join(", ")
+        );
+    }
+    println!(
+        "commits: {} in {} flushes ({:.1} commits per flush)",
+        stats.n_commits,
+        stats.n_flushes,
+        stats.n_commits as f64 / stats.n_flushes.max(1) as f64
+    );
+    println!("memory: RSS {rss} MiB, peak {peak} MiB");
+    if let Ok(shell) = Arc::try_unwrap(shell) {
+        shell.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Timers fired more than this many microseconds late are counted by the second they were due in.
+const SLOW_MICROS: i64 = 10_000;
+
+/// How late the timers fired, in microseconds, each list sorted.
+#[derive(Debug)]
+struct Lateness {
+    /// `TimerFired.at` − `TimerScheduled.due`: when the engine decided to fire (never negative, unless
+    /// a timer fired early).
+    fired: Vec<i64>,
+    /// When the shell heard of the instance's durable end − due: what a user of the instance sees.
+    durable: Vec<i64>,
+    /// The first and last `TimerFired.at`.
+    fired_span: Option<(i64, i64)>,
+    /// Timers fired more than `SLOW_MICROS` late, by the second of the window (from `first_due`) they
+    /// were due in: clusters point at pauses of the scheduler.
+    slow_by_second: BTreeMap<i64, u64>,
+    /// Ended instances whose records lack a TimerScheduled or a TimerFired.
+    n_unmatched: u64,
+}
+
+/// Reads each ended instance's audit records (`ended`: instance and when its durable end was heard, µs
+/// since the epoch) and measures its timer's lateness.
+fn lateness(
+    engine: &Engine<SledStore>,
+    ended: &[(InstanceKey, i64)],
+    first_due: i64,
+) -> anyhow::Result<Lateness> {
+    let mut lateness = Lateness {
+        fired: Vec::with_capacity(ended.len()),
+        durable: Vec::with_capacity(ended.len()),
+        fired_span: None,
+        slow_by_second: BTreeMap::new(),
+        n_unmatched: 0,
+    };
+    for (key, ended_at) in ended {
+        let records = engine.store().records(*key, 1, usize::MAX)?;
+        let due = records.iter().find_map(|record| match &record.event {
+            Event::TimerScheduled { due, .. } => Some(due.timestamp_micros()),
+            _ => None,
+        });
+        let fired = records.iter().find_map(|record| match &record.event {
+            Event::TimerFired { .. } => Some(record.at.timestamp_micros()),
+            _ => None,
+        });
+        let (Some(due), Some(fired)) = (due, fired) else {
+            lateness.n_unmatched += 1;
+            continue;
+        };
+        if fired - due > SLOW_MICROS {
+            *lateness.slow_by_second.entry((due - first_due).div_euclid(SECOND)).or_default() += 1;
+        }
+        lateness.fired.push(fired - due);
+        lateness.durable.push(ended_at - due);
+        lateness.fired_span = Some(match lateness.fired_span {
+            None => (fired, fired),
+            Some((first, last)) => (first.min(fired), last.max(fired)),
+        });
+    }
+    lateness.fired.sort_unstable();
+    lateness.durable.sort_unstable();
+    Ok(lateness)
+}
+
+/// p50, p99, p99.9, max and min of sorted microsecond values, in milliseconds.
+fn lateness_summary(sorted_micros: &[i64]) -> String {
+    let at = |p: f64| {
+        let rank = ((sorted_micros.len() as f64) * p).ceil().max(1.0) as usize;
+        sorted_micros.get(rank - 1).map_or(f64::NAN, |micros| *micros as f64 / 1e3)
+    };
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, min {:.2} ms",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        sorted_micros.last().map_or(f64::NAN, |micros| *micros as f64 / 1e3),
+        sorted_micros.first().map_or(f64::NAN, |micros| *micros as f64 / 1e3)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates_match_chrono() {
+        for micros in
+            [0, 1, -1, 951_782_400_000_000, 1_798_761_599_999_999, 4_107_542_400_123_456, -86_400 * SECOND]
+        {
+            let expected = chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(rfc3339_utc(micros), expected, "{micros}");
+        }
+        let mut day = -800 * 365 * DAY;
+        while day < 800 * 365 * DAY {
+            let expected = chrono::DateTime::from_timestamp_micros(day)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(rfc3339_utc(day), expected);
+            day += 7 * DAY + 3_723 * SECOND + 17;
+        }
+    }
 
     #[test]
     fn histogram_buckets_are_ordered_and_tight() {

@@ -42,6 +42,9 @@ enum Command {
     Codes,
     /// Measure the durable engine: throughput, latency, commits per flush, bytes and memory per instance.
     Bench(bench::BenchArgs),
+    /// Measure the timer scheduler: start-up time and memory with many pending timers, lateness of timers
+    /// falling due.
+    BenchTimers(bench::TimerArgs),
     /// Audit the history stored in a data directory: verify, replay, export, the operation log.
     Audit {
         #[command(subcommand)]
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command, data } => audit(&data, command),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchTimers(args) => bench::run_timers(args).map(|()| ExitCode::SUCCESS),
         Command::Codes => {
             for code in govflow_engine::Code::ALL {
                 println!("{code}  {}", code.summary());
