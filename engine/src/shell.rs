@@ -10,7 +10,8 @@
 //!   but whose completion was not committed (a crash in between) is handed to the handler again, after
 //!   restart, with the same idempotency key.
 //! - A timer never fires before its due time by the engine's clock (the core also refuses it); the shell
-//!   keeps only the timers due within `ShellConfig::timer_horizon` in memory and reloads from the store.
+//!   keeps only the timers due within `ShellConfig::timer_horizon` in memory, reading the next slice from
+//!   the store every eighth of the horizon without stopping the firing loop.
 //! - `shutdown` stops taking new work and waits for handlers in flight to finish and commit.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -154,7 +155,7 @@ impl<S: Store + 'static> ShellBuilder<S> {
         let recovering = Arc::clone(&inner);
         blocking(move || recovering.engine.recover()).await?;
         inner.redeliver_jobs().await?;
-        inner.reload_timers().await?;
+        inner.reload_timers(true).await?;
         Ok(Shell { inner })
     }
 }
@@ -275,8 +276,9 @@ impl<S: Store + 'static> Inner<S> {
         Ok(())
     }
 
-    /// Loads the timers due within the horizon from the store.
-    async fn reload_timers(self: &Arc<Self>) -> Result<()> {
+    /// Loads the timers due within the horizon from the store: all of them at start-up (`full`), afterwards
+    /// only those beyond what the window already covers, so a reload reads a slice, not the whole window.
+    async fn reload_timers(self: &Arc<Self>, full: bool) -> Result<()> {
         let engine = Arc::clone(&self.engine);
         // The horizon is real time; a demo clock running N× faster covers N× as much engine time.
         let scale = engine.clock().scale();
@@ -287,14 +289,26 @@ impl<S: Store + 'static> Inner<S> {
             self.config.timer_horizon
         };
         let horizon = chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX);
-        let until = engine.now() + horizon;
-        let due = blocking(move || Ok(engine.store().due_timers(until, usize::MAX)?)).await?;
+        let now = engine.now();
+        let until = now.checked_add_signed(horizon).unwrap_or(now);
+        // Widen the window before reading, so a timer committed meanwhile is taken by `committed` (or by
+        // this read: the set keeps one copy).
+        let after = {
+            let mut window = lock(&self.timers);
+            let before = window.until;
+            window.until = Some(before.map_or(until, |before| before.max(until)));
+            if full {
+                None
+            } else {
+                before
+            }
+        };
+        let due = blocking(move || Ok(engine.store().timers_between(after, until, usize::MAX)?)).await?;
         let engine = Arc::clone(&self.engine);
         let schedule = blocking(move || engine.next_schedule_due()).await?;
         {
             let mut window = lock(&self.timers);
             window.due.extend(due.into_iter().map(|entry| (entry.due, entry.instance, entry.timer)));
-            window.until = Some(until);
             window.schedule = schedule;
         }
         self.timer_changed.notify_one();
@@ -393,7 +407,8 @@ async fn dispatch<S: Store + 'static>(
 
 /// Fires timers as they fall due, never before: sleeps until the earliest, re-checks the clock, fires.
 async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
-    let reload_every = inner.config.timer_horizon / 2;
+    // Small slices, often: each reload reads only the timers that came within the horizon since the last.
+    let reload_every = inner.config.timer_horizon / 8;
     let mut next_reload = tokio::time::Instant::now() + reload_every;
     while !inner.stopping() {
         if std::mem::take(&mut lock(&inner.timers).schedules_changed) {
@@ -439,10 +454,13 @@ async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
         }
         if tokio::time::Instant::now() >= next_reload {
             next_reload = tokio::time::Instant::now() + reload_every;
-            if let Err(error) = inner.reload_timers().await {
-                tracing::error!(%error, "cannot reload timers from the store");
-            }
-            continue;
+            // Off the firing loop: timers keep firing while the next slice is read.
+            let reloading = Arc::clone(&inner);
+            tokio::spawn(async move {
+                if let Err(error) = reloading.reload_timers(false).await {
+                    tracing::error!(%error, "cannot reload timers from the store");
+                }
+            });
         }
         let wait = wait.min(next_reload.saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {

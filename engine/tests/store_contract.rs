@@ -121,6 +121,7 @@ for_every_backend!(
     indexes_and_outbox_follow_the_journey,
     a_committed_batch_is_all_there_after_a_restart,
     an_instance_reads_whole_when_its_snapshot_lags,
+    timers_between_reads_a_slice_of_the_due_index,
     readers_never_see_half_a_batch,
     instances_are_listed_through_every_secondary_index_with_cursor_paging,
     an_instance_moves_from_the_active_listing_to_the_completed_one,
@@ -554,6 +555,30 @@ fn a_committed_batch_is_all_there_after_a_restart(mut backend: Backend) {
     assert_eq!(store.jobs(Some("verify-id"), usize::MAX).unwrap(), [job(&journey, "verify-id")]);
     assert_eq!(store.due_timers(at("2030-01-01T00:00:00Z"), usize::MAX).unwrap(), [timer(&journey)]);
     assert_eq!(store.outbox(usize::MAX).unwrap(), batch.outbox);
+}
+
+/// The shell reads the timer index in slices: after one instant (exclusive) up to another (inclusive),
+/// exact to the nanosecond although keys keep milliseconds.
+fn timers_between_reads_a_slice_of_the_due_index(backend: Backend) {
+    let definition = definition();
+    let store = backend.store();
+    let mut timers = Vec::new();
+    for (i, start) in ["2027-01-04T09:00:00.000100Z", "2027-01-04T09:00:00.000900Z", "2027-01-04T09:30:00Z"]
+        .into_iter()
+        .enumerate()
+    {
+        let key = store.next_instance_key().unwrap();
+        let (journey, batch) = Journey::start(&definition, key, &format!("APP-{i}"), at(start));
+        store.commit(&batch).unwrap();
+        timers.push(timer(&journey));
+    }
+    let due = |i: usize| timers[i].due;
+    let end = at("2030-01-01T00:00:00Z");
+    assert_eq!(store.timers_between(None, end, usize::MAX).unwrap(), timers);
+    assert_eq!(store.timers_between(Some(due(0)), end, usize::MAX).unwrap(), timers[1..]);
+    assert_eq!(store.timers_between(Some(due(0)), due(1), usize::MAX).unwrap(), timers[1..2]);
+    assert_eq!(store.timers_between(None, due(1), 1).unwrap(), timers[..1]);
+    assert_eq!(store.timers_between(Some(due(2)), end, usize::MAX).unwrap(), []);
 }
 
 /// The engine stores a snapshot only now and then; between snapshots `instance` folds the records after the

@@ -748,6 +748,27 @@ impl<K: Kv + 'static> Store for KvStore<K> {
         Ok(entries.into_iter().filter(|entry| entry.due <= until).collect())
     }
 
+    fn timers_between(
+        &self,
+        after: Option<DateTime<FixedOffset>>,
+        until: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>> {
+        // Keys keep milliseconds: scan from `after`'s millisecond and filter exactly.
+        let from = after.map(|after| keys::timer(&after, InstanceKey(0), Key(0))).unwrap_or_default();
+        let mut out = Vec::new();
+        for (_, value) in self.kv.scan(Tree::Timers, &from, Some(&keys::timers_until(&until)), usize::MAX)? {
+            let entry: TimerEntry = decode("timer", &value)?;
+            if after.is_none_or(|after| entry.due > after) && entry.due <= until {
+                out.push(entry);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn jobs(&self, job_type: Option<&str>, limit: usize) -> Result<Vec<JobEntry>> {
         let prefix = job_type.map(keys::job_prefix).unwrap_or_default();
         let entries = self.scan_prefix(Tree::Jobs, &prefix, limit)?;

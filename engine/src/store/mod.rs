@@ -412,6 +412,13 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<InstanceMeta>>;
     /// Timers due at or before `until`, earliest first.
     fn due_timers(&self, until: DateTime<FixedOffset>, limit: usize) -> Result<Vec<TimerEntry>>;
+    /// Timers due after `after` (from the start when `None`) and at or before `until`, earliest first.
+    fn timers_between(
+        &self,
+        after: Option<DateTime<FixedOffset>>,
+        until: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>>;
     /// Runnable jobs of `job_type` (every type when `None`), by (type, instance, job).
     fn jobs(&self, job_type: Option<&str>, limit: usize) -> Result<Vec<JobEntry>>;
     fn subscriptions(&self, message_name: &str, correlation_key: &str) -> Result<Vec<SubscriptionEntry>>;
