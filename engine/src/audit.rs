@@ -48,7 +48,15 @@ impl Digest256 {
     pub const GENESIS: Digest256 = Digest256([0; 32]);
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.with_hex(str::to_owned)
+    }
+
+    /// Hands the 64 hex digits to `f` from a stack buffer (hashes are written for every stored record).
+    fn with_hex<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let mut buffer = [0u8; 64];
+        // 32 bytes always fit 64 digits, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(self.0, &mut buffer);
+        f(std::str::from_utf8(&buffer).unwrap_or_default())
     }
 
     pub fn from_hex(text: &str) -> Option<Digest256> {
@@ -59,13 +67,13 @@ impl Digest256 {
 
 impl fmt::Display for Digest256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 
 impl Serialize for Digest256 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_hex())
+        self.with_hex(|hex| serializer.serialize_str(hex))
     }
 }
 

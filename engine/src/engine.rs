@@ -734,7 +734,7 @@ impl<S: Store> Engine<S> {
         let guard = self.instance_lock(key);
         let submitted = {
             let _guard = lock(&guard);
-            self.submit_locked(&definition, empty, None, &command, actor)
+            self.submit_locked(&definition, &empty, None, &command, actor)
         };
         self.release_lock(key, guard);
         submitted
@@ -783,12 +783,12 @@ impl<S: Store> Engine<S> {
     ) -> Result<Submitted> {
         let cached = lock(&self.cache).get(&instance).cloned();
         let stored = match cached {
-            Some(stored) => StoredInstance::clone(&stored),
-            None => self.store.instance(instance)?.ok_or(EngineError::UnknownInstance(instance))?,
+            Some(stored) => stored,
+            None => Arc::new(self.store.instance(instance)?.ok_or(EngineError::UnknownInstance(instance))?),
         };
         let definition = self.definition(&stored.meta.process_id, Some(stored.meta.version))?;
         let previous = Some(stored.meta.clone());
-        self.submit_locked(&definition, stored, previous, command, actor)
+        self.submit_locked(&definition, &stored, previous, command, actor)
     }
 
     /// decide → seal → one atomic batch, submitted for commit. The caller holds the instance's lock. The
@@ -797,7 +797,7 @@ impl<S: Store> Engine<S> {
     fn submit_locked(
         &self,
         definition: &ProcessDefinition,
-        stored: StoredInstance,
+        stored: &StoredInstance,
         previous: Option<InstanceMeta>,
         command: &Command,
         actor: &Actor,
@@ -812,7 +812,7 @@ impl<S: Store> Engine<S> {
         }
         let key = stored.meta.key;
         let index_ops = store::index_changes(key, &stored.state, &records);
-        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta };
+        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta.clone() };
         let operations = operations_of(&meta, &stored.state, &records);
         let actions = actions_of(records.iter().map(|record| &record.event));
         let last_seq = records.last().map_or(stored.last_seq, |r| r.seq);

@@ -457,8 +457,10 @@ pub trait Store: Send + Sync {
 /// The index changes that `records` imply, given the instance state `before` they were applied (to find
 /// what a deletion refers to: a cancelled timer's due time, a closed subscription's name).
 pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[RecordedEvent]) -> Vec<IndexOp> {
-    let mut state = before.clone();
-    let mut ops = Vec::new();
+    // An entry a deletion names is in `before`, or was put earlier in this same batch: look in both rather
+    // than folding a copy of the whole state.
+    let mut ops: Vec<IndexOp> = Vec::new();
+    let state = Lookup { before };
     for record in records {
         match &record.event {
             Event::JobCreated { job, job_type, .. } => {
@@ -467,29 +469,21 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
             Event::JobCompleted { job, .. }
             | Event::JobCancelled { job }
             | Event::JobErrorThrown { job, .. } => {
-                if let Some(existing) = state.jobs.get(job) {
-                    ops.push(IndexOp::DeleteJob(JobEntry {
-                        job_type: existing.job_type.clone(),
-                        instance,
-                        job: *job,
-                    }));
+                if let Some(job_type) = state.job_type(&ops, *job) {
+                    ops.push(IndexOp::DeleteJob(JobEntry { job_type, instance, job: *job }));
                 }
             }
             Event::JobFailed { job, retries: 0, .. } => {
-                if let Some(existing) = state.jobs.get(job) {
-                    ops.push(IndexOp::DeleteJob(JobEntry {
-                        job_type: existing.job_type.clone(),
-                        instance,
-                        job: *job,
-                    }));
+                if let Some(job_type) = state.job_type(&ops, *job) {
+                    ops.push(IndexOp::DeleteJob(JobEntry { job_type, instance, job: *job }));
                 }
             }
             Event::TimerScheduled { timer, due, .. } => {
                 ops.push(IndexOp::PutTimer(TimerEntry { due: *due, instance, timer: *timer }));
             }
             Event::TimerFired { timer } | Event::TimerCancelled { timer } => {
-                if let Some(existing) = state.timers.get(timer) {
-                    ops.push(IndexOp::DeleteTimer(TimerEntry { due: existing.due, instance, timer: *timer }));
+                if let Some(due) = state.timer_due(&ops, *timer) {
+                    ops.push(IndexOp::DeleteTimer(TimerEntry { due, instance, timer: *timer }));
                 }
             }
             Event::MessageSubscriptionOpened { subscription, message_name, correlation_key, .. } => {
@@ -542,9 +536,9 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
                 }));
             }
             Event::SignalSubscriptionClosed { subscription } => {
-                if let Some(existing) = state.signal_subscriptions.get(subscription) {
+                if let Some(signal_name) = state.signal(&ops, *subscription) {
                     ops.push(IndexOp::DeleteSignal(SignalEntry {
-                        signal_name: existing.signal_name.clone(),
+                        signal_name,
                         instance,
                         subscription: *subscription,
                     }));
@@ -554,10 +548,10 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
                 ops.push(IndexOp::DeleteIncident { instance, incident: *incident });
             }
             Event::MessageSubscriptionClosed { subscription } => {
-                if let Some(existing) = state.message_subscriptions.get(subscription) {
+                if let Some((message_name, correlation_key)) = state.message(&ops, *subscription) {
                     ops.push(IndexOp::DeleteSubscription(SubscriptionEntry {
-                        message_name: existing.message_name.clone(),
-                        correlation_key: existing.correlation_key.clone(),
+                        message_name,
+                        correlation_key,
                         instance,
                         subscription: *subscription,
                     }));
@@ -565,7 +559,61 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
             }
             _ => {}
         }
-        state.apply(&record.event);
     }
     ops
+}
+
+/// Finds what a deletion refers to, in the state before the batch or among the entries the batch put.
+struct Lookup<'a> {
+    before: &'a Instance,
+}
+
+impl Lookup<'_> {
+    fn job_type(&self, ops: &[IndexOp], job: Key) -> Option<String> {
+        self.before.jobs.get(&job).map(|existing| existing.job_type.clone()).or_else(|| {
+            ops.iter().rev().find_map(|op| match op {
+                IndexOp::PutJob(entry) if entry.job == job => Some(entry.job_type.clone()),
+                _ => None,
+            })
+        })
+    }
+
+    fn timer_due(&self, ops: &[IndexOp], timer: Key) -> Option<DateTime<FixedOffset>> {
+        self.before.timers.get(&timer).map(|existing| existing.due).or_else(|| {
+            ops.iter().rev().find_map(|op| match op {
+                IndexOp::PutTimer(entry) if entry.timer == timer => Some(entry.due),
+                _ => None,
+            })
+        })
+    }
+
+    fn message(&self, ops: &[IndexOp], subscription: Key) -> Option<(String, String)> {
+        self.before
+            .message_subscriptions
+            .get(&subscription)
+            .map(|existing| (existing.message_name.clone(), existing.correlation_key.clone()))
+            .or_else(|| {
+                ops.iter().rev().find_map(|op| match op {
+                    IndexOp::PutSubscription(entry) if entry.subscription == subscription => {
+                        Some((entry.message_name.clone(), entry.correlation_key.clone()))
+                    }
+                    _ => None,
+                })
+            })
+    }
+
+    fn signal(&self, ops: &[IndexOp], subscription: Key) -> Option<String> {
+        self.before
+            .signal_subscriptions
+            .get(&subscription)
+            .map(|existing| existing.signal_name.clone())
+            .or_else(|| {
+                ops.iter().rev().find_map(|op| match op {
+                    IndexOp::PutSignal(entry) if entry.subscription == subscription => {
+                        Some(entry.signal_name.clone())
+                    }
+                    _ => None,
+                })
+            })
+    }
 }
