@@ -1,7 +1,8 @@
 //! Property test of the runtime core: random block-structured processes (tasks, timers, messages,
 //! exclusive and parallel blocks, sub-processes, boundary events) driven by random command sequences,
 //! valid and invalid. `decide` never panics, rejected commands change nothing, and replaying the
-//! accumulated events from empty state always reproduces the state.
+//! accumulated events from empty state always reproduces the state. The store's index changes
+//! (`index_changes`), applied batch by batch, always give exactly the index the state implies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -290,19 +291,25 @@ proptest! {
         let mut instance = Instance::new(InstanceKey(7));
         let mut events: Vec<Event> = Vec::new();
         let start = Command::Start { variables: x(start_x), business_key: None, start_event: None };
-        for event in decide(&definition, &instance, &start, now).unwrap() {
+        let mut index = IndexModel::default();
+        let start_events = decide(&definition, &instance, &start, now).unwrap();
+        index.apply(&instance, &start_events, now);
+        for event in start_events {
             instance.apply(&event);
             events.push(event);
         }
+        prop_assert_eq!(&index, &IndexModel::of(&instance));
         for step in &script {
             let Some(command) = command_for(&instance, &mut now, step) else { continue };
             let before = instance.clone();
             match decide(&definition, &instance, &command, now) {
                 Ok(new_events) => {
+                    index.apply(&instance, &new_events, now);
                     for event in new_events {
                         instance.apply(&event);
                         events.push(event);
                     }
+                    prop_assert_eq!(&index, &IndexModel::of(&instance), "after {:?}", command);
                 }
                 Err(_) => prop_assert_eq!(&before, &instance),
             }
@@ -312,5 +319,91 @@ proptest! {
         let json = serde_json::to_string(&events).unwrap();
         let decoded: Vec<Event> = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(Instance::replay(InstanceKey(7), &decoded), instance);
+    }
+}
+
+/// The store's indexes for one instance, as sets of keys.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct IndexModel {
+    jobs: std::collections::BTreeSet<(String, u64)>,
+    timers: std::collections::BTreeSet<(DateTime<FixedOffset>, u64)>,
+    subscriptions: std::collections::BTreeSet<(String, String, u64)>,
+    signals: std::collections::BTreeSet<(String, u64)>,
+    user_tasks: std::collections::BTreeSet<u64>,
+    incidents: std::collections::BTreeSet<u64>,
+}
+
+impl IndexModel {
+    /// What the index must hold for `instance`: its runnable jobs, pending timers, open subscriptions,
+    /// open user tasks and incidents.
+    fn of(instance: &Instance) -> IndexModel {
+        IndexModel {
+            jobs: instance
+                .jobs
+                .values()
+                .filter(|job| !job.failed)
+                .map(|job| (job.job_type.clone(), job.key.0))
+                .collect(),
+            timers: instance.timers.values().map(|timer| (timer.due, timer.key.0)).collect(),
+            subscriptions: instance
+                .message_subscriptions
+                .values()
+                .map(|s| (s.message_name.clone(), s.correlation_key.clone(), s.key.0))
+                .collect(),
+            signals: instance
+                .signal_subscriptions
+                .values()
+                .map(|s| (s.signal_name.clone(), s.key.0))
+                .collect(),
+            user_tasks: instance.user_tasks.keys().map(|key| key.0).collect(),
+            incidents: instance.incidents.keys().map(|key| key.0).collect(),
+        }
+    }
+
+    /// Applies the index changes of `events` (decided on `before`), as the store does.
+    fn apply(&mut self, before: &Instance, events: &[Event], now: DateTime<FixedOffset>) {
+        use govflow_engine::audit::{seal_all, Actor};
+        use govflow_engine::store::{index_changes, IndexOp};
+        let records = seal_all(InstanceKey(7), None, now, &Actor::engine(), events.to_vec());
+        for op in index_changes(InstanceKey(7), before, &records) {
+            match op {
+                IndexOp::PutJob(e) => {
+                    self.jobs.insert((e.job_type, e.job.0));
+                }
+                IndexOp::DeleteJob(e) => {
+                    self.jobs.remove(&(e.job_type, e.job.0));
+                }
+                IndexOp::PutTimer(e) => {
+                    self.timers.insert((e.due, e.timer.0));
+                }
+                IndexOp::DeleteTimer(e) => {
+                    self.timers.remove(&(e.due, e.timer.0));
+                }
+                IndexOp::PutSubscription(e) => {
+                    self.subscriptions.insert((e.message_name, e.correlation_key, e.subscription.0));
+                }
+                IndexOp::DeleteSubscription(e) => {
+                    self.subscriptions.remove(&(e.message_name, e.correlation_key, e.subscription.0));
+                }
+                IndexOp::PutSignal(e) => {
+                    self.signals.insert((e.signal_name, e.subscription.0));
+                }
+                IndexOp::DeleteSignal(e) => {
+                    self.signals.remove(&(e.signal_name, e.subscription.0));
+                }
+                IndexOp::PutUserTask(e) => {
+                    self.user_tasks.insert(e.task.0);
+                }
+                IndexOp::DeleteUserTask { task, .. } => {
+                    self.user_tasks.remove(&task.0);
+                }
+                IndexOp::PutIncident(e) => {
+                    self.incidents.insert(e.incident.0);
+                }
+                IndexOp::DeleteIncident { incident, .. } => {
+                    self.incidents.remove(&incident.0);
+                }
+            }
+        }
     }
 }
