@@ -1,8 +1,8 @@
 //! The tokio shell end to end: jobs reach in-process handlers only after their batch is durable, failures
 //! are retried then become incidents, business errors are caught by BPMN, a job whose completion was not
 //! committed is handed out again after a restart with the same idempotency key, timers fire on the real
-//! clock never before they are due, and shutdown waits for handlers in flight. No test sleeps to
-//! synchronise: each waits for the engine to report what it expects.
+//! clock never before they are due (also on a demo clock running 3,600× faster), and shutdown waits for
+//! handlers in flight. No test sleeps to synchronise: each waits for the engine to report what it expects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -242,4 +242,43 @@ async fn shutdown_waits_for_handlers_in_flight_and_commits_their_outcome() {
     release.notify_one();
     stopping.await.unwrap();
     assert_eq!(engine.instance(instance).unwrap().meta.status, InstanceStatus::Completed);
+}
+
+/// A demo clock running 3,600× faster: a one-hour timer fires after about one real second, never before
+/// its due time in engine time, and not a real hour later (the shell converts its waits to real time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_clock_fires_an_hour_timer_in_about_a_second() {
+    use govflow_engine::engine::{Clock, ScaledClock};
+    use govflow_engine::store::TimeScale;
+    let now = chrono::Utc::now().fixed_offset();
+    let clock =
+        Arc::new(ScaledClock { scale: TimeScale { scale: 3600.0, origin_real: now, origin_engine: now } });
+    let engine = Arc::new(Engine::open(memory_store().unwrap(), clock.clone()).unwrap());
+    let bpmn = process(
+        r#"<bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="wait" />
+    <bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition><bpmn:timeDuration>PT1H</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="end" />
+    <bpmn:endEvent id="end" />"#,
+    );
+    engine.deploy("p.bpmn", bpmn.as_bytes(), &Actor::engine()).unwrap();
+    let (hook, mut receiver) = ended_channel();
+    let shell = Shell::builder(Arc::clone(&engine)).on_instance_ended(hook).start().await.unwrap();
+    let real_start = std::time::Instant::now();
+    let key = shell.start_instance("p", VariableMap::new(), None, Actor::engine()).await.unwrap();
+    assert_eq!(ended(&mut receiver, 1).await, [key]);
+    let real = real_start.elapsed();
+    assert!(real < Duration::from_secs(5), "an engine hour took {real:?} of real time");
+    let records = engine.store().records(key, 1, usize::MAX).unwrap();
+    let due = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::TimerScheduled { due, .. } => Some(*due),
+            _ => None,
+        })
+        .unwrap();
+    let fired = records.iter().find(|r| matches!(r.event, Event::TimerFired { .. })).unwrap();
+    assert!(fired.at >= due, "fired at {} before its due time {due}", fired.at);
+    assert!(clock.now() >= due);
+    shell.shutdown().await;
 }
