@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::TestDir;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset};
@@ -24,27 +25,6 @@ use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------------
 // Backends
-
-/// A directory under the system temp dir, unique per process and per use, removed when dropped.
-#[derive(Debug)]
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("govflow-engine-api-{}-{n}-{name}", std::process::id()));
-        // A leftover of a killed run whose process id came round again.
-        let _ = std::fs::remove_dir_all(&path);
-        TestDir(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An engine under test with its clock. Fields drop in order: the engine (and its store) before the
 /// directory it lives in.
@@ -68,7 +48,7 @@ impl Harness<KvStore<MemoryKv>> {
 
 impl Harness<KvStore<SledKv>> {
     fn sled(name: &str) -> Self {
-        let dir = TestDir::new(name);
+        let dir = TestDir::new("engine-api", name);
         let clock = Arc::new(ManualClock::new(start_of_day()));
         let engine = Engine::open(open_sled(&dir.0).unwrap(), clock.clone()).unwrap();
         Harness { engine, clock, _dir: Some(dir) }

@@ -7,8 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::TestDir;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
@@ -25,27 +27,6 @@ use tokio::sync::mpsc;
 
 // ---------------------------------------------------------------------------------------------------
 // Harness
-
-/// A directory under the system temp dir, unique per process and per use, removed when dropped.
-#[derive(Debug)]
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("govflow-scheduler-{}-{n}-{name}", std::process::id()));
-        // A leftover of a killed run whose process id came round again.
-        let _ = std::fs::remove_dir_all(&path);
-        TestDir(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 type SledEngine = Engine<KvStore<SledKv>>;
 
@@ -67,7 +48,7 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> SledEngine {
 
 impl Harness {
     fn new(name: &str) -> Harness {
-        let dir = TestDir::new(name);
+        let dir = TestDir::new("scheduler", name);
         let clock = Arc::new(ManualClock::new(t0()));
         Harness { engine: open(&dir.0, &clock), clock, dir }
     }
@@ -537,7 +518,7 @@ fn flow_triggers_start_a_process_when_another_completes_is_cancelled_or_fails() 
 
 #[test]
 fn a_store_keeps_its_time_scale_and_refuses_another() {
-    let fast = TestDir::new("scale-3600");
+    let fast = TestDir::new("scheduler", "scale-3600");
     let config = CommitConfig { time_scale: 3600.0, ..CommitConfig::default() };
     let recorded = {
         let store = open_sled_with(&fast.0, config).unwrap();
@@ -576,7 +557,7 @@ fn a_store_keeps_its_time_scale_and_refuses_another() {
     assert!(now - recorded.origin_engine >= (before - recorded.origin_real) * 3599);
     drop(store);
 
-    let normal = TestDir::new("scale-1");
+    let normal = TestDir::new("scheduler", "scale-1");
     assert_eq!(open_sled(&normal.0).unwrap().time_scale().unwrap().scale, 1.0);
     match open_sled_with(&normal.0, config) {
         Err(StoreError::TimeScale { path, found, requested }) => {

@@ -8,9 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::TestDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, FixedOffset};
@@ -33,28 +36,6 @@ use proptest::prelude::*;
 // ---------------------------------------------------------------------------------------------------
 // Backends
 
-/// A directory under the system temp dir, unique per process and per use, removed when dropped.
-#[derive(Debug)]
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("govflow-store-contract-{}-{n}-{name}", std::process::id()));
-        // A leftover of a killed run whose process id came round again.
-        let _ = std::fs::remove_dir_all(&path);
-        TestDir(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A store under test. Fields drop in order: the sled store closes before its directory goes.
 enum Backend {
     Memory(KvStore<MemoryKv>),
@@ -67,7 +48,7 @@ impl Backend {
     }
 
     fn sled(name: &str) -> Backend {
-        let dir = TestDir::new(name);
+        let dir = TestDir::new("store-contract", name);
         Backend::Sled { store: Some(open_sled(&dir.0).unwrap()), dir }
     }
 
@@ -1641,7 +1622,7 @@ fn commits_without_grouping<K: Kv>(store: &KvStore<K>) {
 
 #[test]
 fn sled_without_group_commit_flushes_every_commit_on_its_own() {
-    let dir = TestDir::new("no-group");
+    let dir = TestDir::new("store-contract", "no-group");
     let config = CommitConfig { group: false, window: std::time::Duration::ZERO, ..CommitConfig::default() };
     commits_without_grouping(&open_sled_with(&dir.0, config).unwrap());
 }
@@ -1654,7 +1635,7 @@ fn memory_without_group_commit_flushes_every_commit_on_its_own() {
 
 #[test]
 fn sled_group_commit_with_a_window_loses_nothing() {
-    let dir = TestDir::new("window");
+    let dir = TestDir::new("store-contract", "window");
     let config =
         CommitConfig { group: true, window: std::time::Duration::from_millis(1), ..CommitConfig::default() };
     let store = open_sled_with(&dir.0, config).unwrap();
@@ -1706,7 +1687,7 @@ fn instance_keys_are_reserved_in_blocks_and_a_restart_skips_ahead(mut backend: B
 
 #[test]
 fn sled_refuses_a_store_of_another_format_version_naming_path_and_versions() {
-    let dir = TestDir::new("format");
+    let dir = TestDir::new("store-contract", "format");
     drop(open_sled(&dir.0).unwrap());
     {
         // Pins the on-disk layout too: sled's default tree, the `meta` prefix byte, key `format_version`,
@@ -1733,7 +1714,7 @@ fn sled_refuses_a_store_of_another_format_version_naming_path_and_versions() {
 
 #[test]
 fn sled_reports_a_malformed_format_version_as_corrupt() {
-    let dir = TestDir::new("malformed");
+    let dir = TestDir::new("store-contract", "malformed");
     drop(open_sled(&dir.0).unwrap());
     let kv = SledKv::open(&dir.0).unwrap();
     kv.apply(vec![Write::Put(Tree::Meta, keys::FORMAT_VERSION.to_vec(), b"v1".to_vec())]).unwrap();
@@ -1743,7 +1724,7 @@ fn sled_reports_a_malformed_format_version_as_corrupt() {
 
 #[test]
 fn sled_fails_with_a_backend_error_naming_the_path_when_a_file_is_in_the_way() {
-    let dir = TestDir::new("file");
+    let dir = TestDir::new("store-contract", "file");
     std::fs::create_dir_all(&dir.0).unwrap();
     let file = dir.0.join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
@@ -1757,7 +1738,7 @@ fn sled_fails_with_a_backend_error_naming_the_path_when_a_file_is_in_the_way() {
 
 #[test]
 fn sled_refuses_a_store_that_is_already_open_after_a_bounded_wait() {
-    let dir = TestDir::new("open-twice");
+    let dir = TestDir::new("store-contract", "open-twice");
     let store = open_sled(&dir.0).unwrap();
     let started = std::time::Instant::now();
     match open_sled(&dir.0) {
@@ -1809,7 +1790,7 @@ fn model_scan(
 
 /// Runs `ops` on a fresh sled directory and on the model; after every step every tree must match.
 fn sled_matches_model(ops: &[Op]) -> Result<(), TestCaseError> {
-    let dir = TestDir::new("prop");
+    let dir = TestDir::new("store-contract", "prop");
     let mut kv = Some(SledKv::open(&dir.0).unwrap());
     let mut model = Model::new();
     for (step, op) in ops.iter().enumerate() {
@@ -1947,7 +1928,7 @@ fn sled_batches_survive_kill_9_whole() {
         crash_child(Path::new(&dir));
         return;
     }
-    let dir = TestDir::new("crash");
+    let dir = TestDir::new("store-contract", "crash");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", CRASH_TEST, "--nocapture", "--test-threads=1"])
         .env(CRASH_CHILD_DIR, &dir.0)
