@@ -67,7 +67,10 @@ fn child(dir: &Path, n_instances: u64) {
             move |job: govflow_engine::engine::JobHandle| {
                 let effects = Arc::clone(&effects);
                 async move {
-                    writeln!(effects.lock().unwrap(), "{}", job.idempotency_key).unwrap();
+                    // One `write` call per line: `writeln!` would write the key and the newline separately, and
+                    // a kill between the two would glue this key to the next run's first one.
+                    let line = format!("{}\n", job.idempotency_key);
+                    effects.lock().unwrap().write_all(line.as_bytes()).unwrap();
                     JobOutcome::Complete(VariableMap::from([(job.element.clone(), serde_json::json!(true))]))
                 }
             }
