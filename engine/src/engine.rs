@@ -154,6 +154,8 @@ pub struct JobHandle {
     pub variables: VariableMap,
     /// Not to run before this time (a retry's back-off).
     pub not_before: Option<DateTime<FixedOffset>>,
+    /// Which attempt this is: 1, then one more after each failure.
+    pub attempt: u32,
     /// Stable across retries and restarts: the far side deduplicates on it.
     pub idempotency_key: String,
 }
@@ -161,6 +163,12 @@ pub struct JobHandle {
 /// The idempotency key of a job: the same for every attempt, before and after a restart.
 pub fn idempotency_key(instance: InstanceKey, job: Key) -> String {
     format!("{instance}-{job}")
+}
+
+/// The instance and job an idempotency key names (the job id of the worker and callback APIs).
+pub fn parse_idempotency_key(key: &str) -> Option<(InstanceKey, Key)> {
+    let (instance, job) = key.split_once('-')?;
+    Some((InstanceKey(instance.parse().ok()?), Key(job.parse().ok()?)))
 }
 
 /// A message to publish: correlated to waiting instances (once per process), starting processes with a
@@ -1117,6 +1125,20 @@ impl<S: Store> Engine<S> {
         self.open_jobs(Some(job_type), limit, true)
     }
 
+    /// Open job `job` of `instance` as it stands now (the newest decided state), or `None` when it has
+    /// ended or waits for an incident to be resolved.
+    pub fn job(&self, instance: InstanceKey, job: Key) -> Result<Option<JobHandle>> {
+        let cached = lock(&self.cache).get(&instance).cloned();
+        let stored = match cached {
+            Some(stored) => stored,
+            None => match self.store.instance(instance)? {
+                Some(stored) => Arc::new(stored),
+                None => return Ok(None),
+            },
+        };
+        Ok(job_handle(&stored, job))
+    }
+
     /// Every open job (of `job_type`, or of any type), including those waiting for a retry's back-off.
     pub fn open_jobs(
         &self,
@@ -1340,6 +1362,7 @@ fn job_handle(stored: &StoredInstance, job: Key) -> Option<JobHandle> {
         // Everything visible to the job now (input-mapped locals included), read at activation.
         variables: stored.state.visible_variables(found.element_instance).into_iter().collect(),
         not_before: found.retry_at,
+        attempt: found.failures.saturating_add(1),
         idempotency_key: idempotency_key(stored.meta.key, job),
     })
 }

@@ -10,12 +10,14 @@ pub mod feel;
 pub mod model;
 pub mod outline;
 pub mod parse;
+pub mod retry;
 pub mod runtime;
 pub mod shell;
 pub mod store;
 pub mod support;
 pub mod timer;
 pub mod validate;
+pub mod workers;
 mod xml;
 
 pub use diagnostics::{has_errors, Code, Diagnostic, Severity};

@@ -28,6 +28,7 @@ use crate::audit::Actor;
 use crate::engine::{Committed, Engine, EngineError, JobHandle, Result};
 use crate::runtime::{Command, InstanceKey, InstanceStatus, Key, VariableMap};
 use crate::store::Store;
+use crate::workers::WorkerQueue;
 
 /// What a job handler decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,13 @@ pub enum JobOutcome {
     Fail { message: String, backoff: Option<Duration> },
     /// A business outcome modelled in BPMN (e.g. `ID_NOT_VERIFIED`), caught by error events.
     Error { code: String, message: String },
+    /// A failure no retry can fix (a misconfigured task, a refused credential): an incident at once, for
+    /// an operator to resolve.
+    Incident { message: String },
+    /// Handed off: the far side answers later (a payment's callback), which completes or fails the job by
+    /// its idempotency key. The job stays open; after a restart it is handed to the handler again, with the
+    /// same key, so the far side can answer a repeated request from what it already did.
+    Pending,
 }
 
 /// The future a handler returns.
@@ -83,9 +91,19 @@ impl Default for ShellConfig {
 /// Told when an instance ends (after the ending batch is durable).
 pub type EndedHook = Arc<dyn Fn(InstanceKey, InstanceStatus) + Send + Sync>;
 
+/// Limits of one job type, overriding [`ShellConfig`]'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobLimits {
+    /// Jobs of this type running at once.
+    pub max_concurrent: Option<usize>,
+    /// A handler still running after this long has failed.
+    pub timeout: Option<Duration>,
+}
+
 struct Registered {
     handler: Arc<dyn JobHandler>,
     permits: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 /// Builds a [`Shell`]: register handlers, then `start` inside a tokio runtime.
@@ -108,10 +126,19 @@ impl<S: Store + 'static> ShellBuilder<S> {
         self
     }
 
-    /// Runs jobs of `job_type` with `handler`.
-    pub fn handler(mut self, job_type: &str, handler: impl JobHandler) -> Self {
-        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_jobs.max(1)));
-        self.handlers.insert(job_type.to_owned(), Registered { handler: Arc::new(handler), permits });
+    /// Runs jobs of `job_type` with `handler`, within the shell's default limits.
+    pub fn handler(self, job_type: &str, handler: impl JobHandler) -> Self {
+        self.handler_with(job_type, handler, JobLimits::default())
+    }
+
+    /// Runs jobs of `job_type` with `handler`, within `limits` (a connector's concurrency and timeout).
+    pub fn handler_with(mut self, job_type: &str, handler: impl JobHandler, limits: JobLimits) -> Self {
+        let max = limits.max_concurrent.unwrap_or(self.config.max_concurrent_jobs).max(1);
+        let timeout = limits.timeout.unwrap_or(self.config.job_timeout);
+        self.handlers.insert(
+            job_type.to_owned(),
+            Registered { handler: Arc::new(handler), permits: Arc::new(Semaphore::new(max)), timeout },
+        );
         self
     }
 
@@ -137,6 +164,7 @@ impl<S: Store + 'static> ShellBuilder<S> {
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
+            workers: WorkerQueue::default(),
         });
         let (sender, receiver) = mpsc::unbounded_channel();
         inner.engine.set_listener(move |committed| {
@@ -183,6 +211,7 @@ struct Inner<S: Store + 'static> {
     idle: Notify,
     stopping: AtomicBool,
     stopped: Notify,
+    workers: WorkerQueue,
 }
 
 /// The running shell.
@@ -237,6 +266,112 @@ impl<S: Store + 'static> Shell<S> {
         self.inner.engine.command_async(instance, &command, &actor).await.map(|_| ())
     }
 
+    /// Activates up to `max` jobs of `job_type` for an external worker, leased for `lease` (an expired
+    /// lease makes a job available again). Waits up to `wait` for one to arrive when none is available
+    /// (long polling). Each handle carries the job's current variables and its idempotency key.
+    pub async fn activate_jobs(
+        &self,
+        job_type: &str,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<JobHandle>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let arrived = self.inner.workers.arrived();
+            let taken = self.inner.workers.take(job_type, max, lease, self.inner.engine.now());
+            let mut activated = Vec::with_capacity(taken.len());
+            if !taken.is_empty() {
+                let engine = Arc::clone(&self.inner.engine);
+                // Re-read each job: one cancelled (or completed) since it was queued is dropped.
+                let fresh = blocking(move || {
+                    taken
+                        .into_iter()
+                        .map(|job| Ok((job.instance, job.job, engine.job(job.instance, job.job)?)))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
+                for (instance, job, handle) in fresh {
+                    match handle {
+                        Some(handle) => activated.push(handle),
+                        None => self.inner.workers.release(instance, job),
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if !activated.is_empty() || now >= deadline || self.inner.stopping() {
+                return Ok(activated);
+            }
+            // Also wake now and then: a job backing off becomes available without a new offer.
+            let nap = (deadline - now).min(Duration::from_millis(100));
+            tokio::select! {
+                () = arrived => {}
+                () = tokio::time::sleep(nap) => {}
+                () = self.inner.stopped.notified() => {}
+            }
+        }
+    }
+
+    /// Completes a job (an external worker's, or a callback's) with variables; the lease ends.
+    pub async fn complete_job(
+        &self,
+        instance: InstanceKey,
+        job: Key,
+        variables: VariableMap,
+        actor: Actor,
+    ) -> Result<()> {
+        let result = self.command(instance, Command::CompleteJob { job, variables }, actor).await;
+        self.inner.workers.release(instance, job);
+        result
+    }
+
+    /// Fails a job's attempt: `retries` left (default: one fewer), retried after `backoff` (default: the
+    /// task's back-off headers); no retries left raises an incident.
+    pub async fn fail_job(
+        &self,
+        instance: InstanceKey,
+        job: Key,
+        retries: Option<u32>,
+        message: String,
+        backoff: Option<Duration>,
+        actor: Actor,
+    ) -> Result<()> {
+        let engine = Arc::clone(&self.inner.engine);
+        let handle = blocking(move || engine.job(instance, job))
+            .await?
+            .ok_or(EngineError::Rejected(crate::runtime::Rejection::NoSuchJob(job)))?;
+        let mut command = fail_command(&handle, message, backoff);
+        if let (Some(retries), Command::FailJob { retries: left, backoff_ms, .. }) = (retries, &mut command) {
+            *left = retries;
+            if retries == 0 {
+                *backoff_ms = None;
+            }
+        }
+        let result = self.command(instance, command, actor).await;
+        self.inner.workers.release(instance, job);
+        result
+    }
+
+    /// Throws a BPMN error from a job (a business outcome, caught by an error event).
+    pub async fn throw_job_error(
+        &self,
+        instance: InstanceKey,
+        job: Key,
+        code: String,
+        message: String,
+        actor: Actor,
+    ) -> Result<()> {
+        let result =
+            self.command(instance, Command::ThrowError { job, error_code: code, message }, actor).await;
+        self.inner.workers.release(instance, job);
+        result
+    }
+
+    /// Jobs of `job_type` waiting for an external worker (not leased).
+    pub fn queued_jobs(&self, job_type: &str) -> usize {
+        self.inner.workers.queued(job_type)
+    }
+
     /// Jobs being handled right now.
     pub fn jobs_in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
@@ -263,16 +398,17 @@ impl<S: Store + 'static> Inner<S> {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Hands every open job of a registered type to its handler again (after a restart: same keys).
+    /// Hands every open job to its handler again, or queues it for external workers (after a restart:
+    /// same keys).
     async fn redeliver_jobs(self: &Arc<Self>) -> Result<()> {
-        for job_type in self.handlers.keys() {
-            let engine = Arc::clone(&self.engine);
-            let wanted = job_type.clone();
-            let jobs = blocking(move || engine.open_jobs(Some(&wanted), usize::MAX, false)).await?;
-            for job in jobs {
-                self.run_job(job);
-            }
+        let engine = Arc::clone(&self.engine);
+        let jobs = blocking(move || engine.open_jobs(None, usize::MAX, false)).await?;
+        let (local, external): (Vec<_>, Vec<_>) =
+            jobs.into_iter().partition(|job| self.handlers.contains_key(&job.job_type));
+        for job in local {
+            self.run_job(job);
         }
+        self.workers.offer(external);
         Ok(())
     }
 
@@ -322,6 +458,7 @@ impl<S: Store + 'static> Inner<S> {
         let Some(registered) = self.handlers.get(&job.job_type) else { return };
         let handler = Arc::clone(&registered.handler);
         let permits = Arc::clone(&registered.permits);
+        let timeout = registered.timeout;
         let inner = Arc::clone(self);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
@@ -330,7 +467,6 @@ impl<S: Store + 'static> Inner<S> {
             }
             let outcome = match permits.acquire_owned().await {
                 Ok(_permit) if !inner.stopping() => {
-                    let timeout = inner.config.job_timeout;
                     match tokio::time::timeout(timeout, handler.handle(job.clone())).await {
                         Ok(outcome) => Some(outcome),
                         Err(_) => Some(JobOutcome::Fail {
@@ -355,15 +491,14 @@ impl<S: Store + 'static> Inner<S> {
     async fn report(&self, job: &JobHandle, outcome: JobOutcome) {
         let command = match outcome {
             JobOutcome::Complete(variables) => Command::CompleteJob { job: job.job, variables },
-            JobOutcome::Fail { message, backoff } => Command::FailJob {
-                job: job.job,
-                retries: job.retries.saturating_sub(1),
-                message,
-                backoff_ms: backoff.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX)),
-            },
+            JobOutcome::Fail { message, backoff } => fail_command(job, message, backoff),
             JobOutcome::Error { code, message } => {
                 Command::ThrowError { job: job.job, error_code: code, message }
             }
+            JobOutcome::Incident { message } => {
+                Command::FailJob { job: job.job, retries: 0, message, backoff_ms: None }
+            }
+            JobOutcome::Pending => return,
         };
         let instance = job.instance;
         match self.engine.command_async(instance, &command, &Actor::engine()).await {
@@ -375,6 +510,10 @@ impl<S: Store + 'static> Inner<S> {
     }
 
     fn committed(self: &Arc<Self>, committed: Committed) {
+        let (local, external): (Vec<_>, Vec<_>) =
+            committed.jobs.into_iter().partition(|job| self.handlers.contains_key(&job.job_type));
+        self.workers.offer(external);
+        let committed = Committed { jobs: local, ..committed };
         for job in committed.jobs {
             self.run_job(job);
         }
@@ -468,5 +607,23 @@ async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
             () = inner.timer_changed.notified() => {}
             () = inner.stopped.notified() => {}
         }
+    }
+}
+
+/// The command for a failed attempt: one retry fewer, after the handler's back-off or else the one the
+/// task's headers configure (see [`crate::retry`]). A bad back-off header is named in the failure message.
+fn fail_command(job: &JobHandle, mut message: String, backoff: Option<Duration>) -> Command {
+    let backoff = match backoff {
+        Some(backoff) => Some(backoff),
+        None => crate::retry::backoff(&job.headers, job.attempt).unwrap_or_else(|error| {
+            message = format!("{message} (and no back-off: {error})");
+            None
+        }),
+    };
+    Command::FailJob {
+        job: job.job,
+        retries: job.retries.saturating_sub(1),
+        message,
+        backoff_ms: backoff.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX)),
     }
 }

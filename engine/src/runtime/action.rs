@@ -87,6 +87,7 @@ pub fn actions_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Action
             Event::JobFailed { job, retries, retry_at, .. } if *retries > 0 => {
                 Action::RetryJob { job: *job, retry_at: *retry_at }
             }
+            Event::JobRetriesUpdated { job, .. } => Action::RetryJob { job: *job, retry_at: None },
             Event::JobCancelled { job } => Action::CancelJob { job: *job },
             Event::UserTaskOpened { task, .. } => Action::OpenUserTask { task: *task },
             Event::UserTaskCompleted { task, .. } | Event::UserTaskCancelled { task } => {

@@ -370,12 +370,13 @@ impl<'a> Run<'a> {
                         .is_some_and(|e| e.element_type.starts_with("subProcess"));
                 match incident_state.retry {
                     Retry::Job => {
-                        // The failed job is replaced by a fresh one with the element's configured retries.
+                        // The same job runs again (same key: the far side can still deduplicate), with
+                        // the element's configured retries.
                         if let Some(job) =
                             incident_state.job.and_then(|job| self.state.jobs.get(&job).cloned())
                         {
-                            self.emit(Event::JobCancelled { job: job.key });
-                            self.create_job(job.element_instance, &job.element);
+                            let retries = self.configured_retries(job.element_instance, &job.element);
+                            self.emit(Event::JobRetriesUpdated { job: job.key, retries });
                         }
                     }
                     Retry::Run => {
@@ -1000,6 +1001,19 @@ impl<'a> Run<'a> {
     /// The local variables an element's input mappings produced (a throw event's payload).
     fn input_locals(&self, key: Key) -> VariableMap {
         self.state.variables.get(&key).cloned().unwrap_or_default()
+    }
+
+    /// The retries `element`'s task definition configures (1 when it cannot be evaluated now: the job
+    /// runs once more and, failing, raises a new incident).
+    fn configured_retries(&mut self, key: Key, element: &ElementId) -> u32 {
+        let Some(spec) = self.node(element).and_then(|node| node.job.clone()) else { return 1 };
+        let visible = self.visible(key);
+        let retries = match self.eval(&spec.retries, &visible) {
+            Ok(Json::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Ok(Json::String(text)) => text.trim().parse().ok(),
+            _ => None,
+        };
+        retries.filter(|retries| *retries > 0).unwrap_or(1)
     }
 
     fn create_job(&mut self, key: Key, element: &ElementId) {

@@ -139,6 +139,12 @@ pub enum Event {
         /// When the job may run again (`None`: at once).
         retry_at: Option<DateTime<FixedOffset>>,
     },
+    /// An operator resolved the incident of a job that ran out of retries: the same job (same key, so
+    /// the same idempotency key) runs again with `retries` attempts.
+    JobRetriesUpdated {
+        job: Key,
+        retries: u32,
+    },
     JobErrorThrown {
         job: Key,
         error_code: String,
@@ -312,6 +318,7 @@ impl Event {
             Event::JobCreated { .. } => "JobCreated",
             Event::JobCompleted { .. } => "JobCompleted",
             Event::JobFailed { .. } => "JobFailed",
+            Event::JobRetriesUpdated { .. } => "JobRetriesUpdated",
             Event::JobErrorThrown { .. } => "JobErrorThrown",
             Event::JobCancelled { .. } => "JobCancelled",
             Event::UserTaskOpened { .. } => "UserTaskOpened",

@@ -72,6 +72,9 @@ pub struct Job {
     pub retry_at: Option<DateTime<FixedOffset>>,
     /// A job with no retries left waits for an incident to be resolved.
     pub failed: bool,
+    /// Failed attempts so far (an exponential back-off grows with it).
+    #[serde(default)]
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +234,7 @@ impl Instance {
                         variables: variables.clone(),
                         retry_at: None,
                         failed: false,
+                        failures: 0,
                     },
                 );
             }
@@ -244,6 +248,14 @@ impl Instance {
                     job.retries = *retries;
                     job.retry_at = *retry_at;
                     job.failed = *retries == 0;
+                    job.failures = job.failures.saturating_add(1);
+                }
+            }
+            Event::JobRetriesUpdated { job, retries } => {
+                if let Some(job) = self.jobs.get_mut(job) {
+                    job.retries = *retries;
+                    job.retry_at = None;
+                    job.failed = false;
                 }
             }
             Event::UserTaskOpened { task, element_instance, element, assignee, candidate_groups, .. } => {

@@ -478,6 +478,11 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
                     ops.push(IndexOp::DeleteJob(JobEntry { job_type, instance, job: *job }));
                 }
             }
+            Event::JobRetriesUpdated { job, .. } => {
+                if let Some(job_type) = state.job_type(&ops, *job) {
+                    ops.push(IndexOp::PutJob(JobEntry { job_type, instance, job: *job }));
+                }
+            }
             Event::TimerScheduled { timer, due, .. } => {
                 ops.push(IndexOp::PutTimer(TimerEntry { due: *due, instance, timer: *timer }));
             }
