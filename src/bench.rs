@@ -47,6 +47,37 @@ pub struct BenchArgs {
     /// Print progress (throughput, RSS) every this many completed instances.
     #[arg(long, default_value_t = 0)]
     pub progress: u64,
+    /// Who runs the jobs: a plain shell handler, an in-process connector (the `Connector` trait through
+    /// its shell adapter), or in-process external workers (activate in batches, complete one by one).
+    #[arg(long, value_enum, default_value_t = Via::Handler)]
+    pub via: Via,
+    /// Jobs a worker activates at once (`--via worker`).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Worker tasks polling at once (`--via worker`).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+}
+
+/// Who runs the benchmark's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Handler,
+    Connector,
+    Worker,
+}
+
+/// A connector that does nothing: measures the connector adapter and the engine, not a far side.
+struct NoopConnector;
+
+impl govflow_connectors::Connector for NoopConnector {
+    fn job_types(&self) -> Vec<String> {
+        vec!["noop".to_owned()]
+    }
+
+    fn invoke(&self, _request: govflow_connectors::ConnectorRequest) -> govflow_connectors::ConnectorFuture {
+        Box::pin(async { Ok(govflow_connectors::Outcome::Complete(VariableMap::new())) })
+    }
 }
 
 fn process(n_tasks: usize) -> String {
@@ -177,8 +208,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let (timings, latencies, completed, in_flight, all_done) =
             (timings.clone(), latencies.clone(), completed.clone(), in_flight.clone(), all_done.clone());
         let n = args.instances;
-        Shell::builder(Arc::clone(&engine))
-            .handler("noop", |_job| async { JobOutcome::Complete(VariableMap::new()) })
+        let builder = Shell::builder(Arc::clone(&engine));
+        let builder = match args.via {
+            Via::Handler => builder.handler("noop", |_job| async { JobOutcome::Complete(VariableMap::new()) }),
+            Via::Connector => {
+                let connectors: Vec<Arc<dyn govflow_connectors::Connector>> = vec![Arc::new(NoopConnector)];
+                govflow_connectors::connector::register(builder, &connectors)
+            }
+            Via::Worker => builder,
+        };
+        builder
             .on_instance_ended(move |key, _| {
                 let end = Instant::now();
                 let mut timings = timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -197,6 +236,33 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .await?
     };
     let shell = Arc::new(shell);
+    if args.via == Via::Worker {
+        for _ in 0..args.workers.max(1) {
+            let (shell, batch) = (Arc::clone(&shell), args.batch.max(1));
+            tokio::spawn(async move {
+                loop {
+                    let jobs = match shell.activate_jobs("noop", batch, Duration::from_secs(60), Duration::from_millis(100)).await {
+                        Ok(jobs) => jobs,
+                        Err(error) => {
+                            eprintln!("activation failed: {error}");
+                            return;
+                        }
+                    };
+                    let completions = jobs.into_iter().map(|job| {
+                        let shell = Arc::clone(&shell);
+                        tokio::spawn(async move {
+                            shell.complete_job(job.instance, job.job, VariableMap::new(), Actor::user("bench", None)).await
+                        })
+                    });
+                    for completion in completions.collect::<Vec<_>>() {
+                        if let Ok(Err(error)) = completion.await {
+                            eprintln!("completion failed: {error}");
+                        }
+                    }
+                }
+            });
+        }
+    }
     let started = Instant::now();
     let mut ticker = args.rate.map(|rate| {
         let mut interval = tokio::time::interval(Duration::from_millis(1));
@@ -263,8 +329,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "throughput: {:.0} instances/s ({:.2} s)",
+        "throughput: {:.0} instances/s, {:.0} jobs/s via {:?} ({:.2} s)",
         n as f64 / elapsed.as_secs_f64(),
+        (n as f64 * args.tasks as f64) / elapsed.as_secs_f64(),
+        args.via,
         elapsed.as_secs_f64()
     );
     println!(
