@@ -11,6 +11,9 @@
 //! | 409 | the job already ended (a repeated callback): nothing changed |
 //! | 503 | the engine could not commit; the caller should retry |
 //!
+//! `POST /beneficiaries/{job}` takes the Payments BB's beneficiary onboarding report: acknowledged and
+//! logged (the registration job completed at the BB's acknowledgement).
+//!
 //! The router is mounted by the HTTP API under `/api/v1/callbacks` (and by tests on their own listener).
 
 use std::future::Future;
@@ -100,9 +103,30 @@ impl<S: Store + 'static> CallbackSink for ShellSink<S> {
     }
 }
 
-/// The callback routes: `POST /payments/{job}`.
+/// The callback routes: `POST /payments/{job}` and `POST /beneficiaries/{job}`.
 pub fn router(sink: Arc<dyn CallbackSink>) -> Router {
-    Router::new().route("/payments/{job}", post(payment_callback)).with_state(sink)
+    Router::new()
+        .route("/payments/{job}", post(payment_callback))
+        .route("/beneficiaries/{job}", post(beneficiary_report))
+        .with_state(sink)
+}
+
+/// The Payments BB's onboarding report of a beneficiary registration. The registration job completed at
+/// the BB's acknowledgement, so the report changes nothing: it is acknowledged (so the BB does not retry)
+/// and logged, a failed onboarding as a warning an operator can act on.
+async fn beneficiary_report(Path(job): Path<String>, body: Option<Json<Value>>) -> Response {
+    let body = body.map(|Json(body)| body).unwrap_or(Value::Null);
+    let failed = body.get("failed").and_then(Value::as_u64).unwrap_or(0) > 0
+        || body
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|status| status.eq_ignore_ascii_case("FAILED"));
+    if failed {
+        tracing::warn!(%job, report = %body, "the Payments BB reports a failed beneficiary onboarding");
+    } else {
+        tracing::info!(%job, "the Payments BB reports a beneficiary onboarded");
+    }
+    (StatusCode::OK, Json(json!({"status": "noted"}))).into_response()
 }
 
 async fn payment_callback(
@@ -138,4 +162,74 @@ async fn payment_callback(
 
 fn answer(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"code": code, "message": message, "details": {}}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// Records what it was told; answers as a real engine would for the job ids it knows.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl CallbackSink for Arc<Recorder> {
+        fn complete(&self, job: &str, variables: VariableMap) -> CallbackFuture {
+            self.calls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!("complete {job} {}", variables.contains_key("payment")));
+            let known = job == "7-42";
+            let job = job.to_owned();
+            Box::pin(async move {
+                if known {
+                    Ok(())
+                } else {
+                    Err(CallbackError::UnknownJob(job))
+                }
+            })
+        }
+
+        fn throw_error(&self, job: &str, code: String, _message: String) -> CallbackFuture {
+            self.calls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(format!("error {job} {code}"));
+            Box::pin(async { Err(CallbackError::Ended("job 42: already ended".into())) })
+        }
+    }
+
+    async fn post(router: Router, path: &str, body: &str) -> StatusCode {
+        let request =
+            Request::post(path).header("content-type", "application/json").body(Body::from(body.to_owned()));
+        router
+            .oneshot(request.unwrap_or_default())
+            .await
+            .map(|response| response.status())
+            .unwrap_or(StatusCode::IM_A_TEAPOT)
+    }
+
+    #[tokio::test]
+    async fn callbacks_complete_fail_and_refuse_as_documented() {
+        let recorder = Arc::new(Recorder::default());
+        let router = router(Arc::new(Arc::clone(&recorder)));
+        let paid = r#"{"batchId":"b1","status":"COMPLETED","transactions":[{"requestId":"7-42","status":"COMPLETED","amount":10,"currency":"USD"}]}"#;
+        let failed = r#"{"batchId":"b1","status":"FAILED","transactions":[{"requestId":"7-42","status":"FAILED","reason":"no account"}]}"#;
+        assert_eq!(post(router.clone(), "/payments/7-42", paid).await, StatusCode::OK);
+        assert_eq!(post(router.clone(), "/payments/9-1", paid).await, StatusCode::NOT_FOUND);
+        assert_eq!(
+            post(router.clone(), "/payments/7-42", failed).await,
+            StatusCode::CONFLICT,
+            "an ended job: 409"
+        );
+        assert_eq!(post(router.clone(), "/payments/7-42", "not json").await, StatusCode::BAD_REQUEST);
+        assert_eq!(post(router.clone(), "/beneficiaries/7-43", r#"{"failed":1}"#).await, StatusCode::OK);
+        let calls = recorder.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        assert_eq!(calls, ["complete 7-42 true", "complete 9-1 true", "error 7-42 PAYMENT_FAILED"]);
+    }
 }

@@ -29,9 +29,9 @@
 //!
 //! Leaves out: batches of more than one transaction (a journey pays one beneficiary; a bulk run is many
 //! instances), CSV batches, `PUT` beneficiary updates, account lookup and pre-payment validation,
-//! vouchers and P2G bill payments, and the beneficiary onboarding report (sent to
-//! `{callback_url}/beneficiaries/{key}`, which govflow does not serve yet: the job completes at the
-//! acknowledgement).
+//! vouchers and P2G bill payments. The beneficiary onboarding report goes to
+//! `{callback_url}/beneficiaries/{key}`, where govflow acknowledges and logs it: the registration job
+//! completes at the BB's acknowledgement, not at the report.
 
 use govflow_engine::runtime::VariableMap;
 use reqwest::Method;
