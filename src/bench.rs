@@ -210,7 +210,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let n = args.instances;
         let builder = Shell::builder(Arc::clone(&engine));
         let builder = match args.via {
-            Via::Handler => builder.handler("noop", |_job| async { JobOutcome::Complete(VariableMap::new()) }),
+            Via::Handler => {
+                builder.handler("noop", |_job| async { JobOutcome::Complete(VariableMap::new()) })
+            }
             Via::Connector => {
                 let connectors: Vec<Arc<dyn govflow_connectors::Connector>> = vec![Arc::new(NoopConnector)];
                 govflow_connectors::connector::register(builder, &connectors)
@@ -241,7 +243,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let (shell, batch) = (Arc::clone(&shell), args.batch.max(1));
             tokio::spawn(async move {
                 loop {
-                    let jobs = match shell.activate_jobs("noop", batch, Duration::from_secs(60), Duration::from_millis(100)).await {
+                    let jobs = match shell
+                        .activate_jobs("noop", batch, Duration::from_secs(60), Duration::from_millis(100))
+                        .await
+                    {
                         Ok(jobs) => jobs,
                         Err(error) => {
                             eprintln!("activation failed: {error}");
@@ -251,7 +256,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     let completions = jobs.into_iter().map(|job| {
                         let shell = Arc::clone(&shell);
                         tokio::spawn(async move {
-                            shell.complete_job(job.instance, job.job, VariableMap::new(), Actor::user("bench", None)).await
+                            shell
+                                .complete_job(
+                                    job.instance,
+                                    job.job,
+                                    VariableMap::new(),
+                                    Actor::user("bench", None),
+                                )
+                                .await
                         })
                     });
                     for completion in completions.collect::<Vec<_>>() {
@@ -966,4 +978,163 @@ mod tests {
         let p99 = histogram.percentile(0.99).as_secs_f64() * 1e3;
         assert!((98.0..=99.0).contains(&p99), "{p99}");
     }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerBenchArgs {
+    /// Process instances to run (each with --tasks jobs for the workers).
+    #[arg(long, default_value_t = 20_000)]
+    pub instances: u64,
+    /// Service tasks in the linear process.
+    #[arg(long, default_value_t = 1)]
+    pub tasks: usize,
+    /// Worker loops polling the HTTP API at once.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Jobs one activation asks for.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Instances in flight at once (started through the library, so the HTTP figure is the workers').
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
+}
+
+/// `govflow bench-workers`: jobs through the HTTP external-worker API — the engine on sled with the API
+/// on a loopback socket in this process, instances started through the library, and worker loops that
+/// activate jobs in batches (`POST /api/v1/jobs/activate`) and complete each (`POST .../complete`) over
+/// keep-alive HTTP/1.1 connections.
+pub fn run_workers(args: WorkerBenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(workers_bench(args))
+}
+
+async fn workers_bench(args: WorkerBenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("govflow-bench-workers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);
+    engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
+    let completed = Arc::new(AtomicU64::new(0));
+    let all_done = Arc::new(tokio::sync::Notify::new());
+    let in_flight = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let shell = {
+        let (completed, all_done, in_flight, n) =
+            (completed.clone(), all_done.clone(), in_flight.clone(), args.instances);
+        Arc::new(
+            Shell::builder(Arc::clone(&engine))
+                .on_instance_ended(move |_, _| {
+                    in_flight.add_permits(1);
+                    if completed.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                        all_done.notify_one();
+                    }
+                })
+                .start()
+                .await?,
+        )
+    };
+    let token = govflow_designer_api::new_token();
+    let mut config = govflow_designer_api::ApiConfig::default();
+    config.auth.tokens.push(govflow_designer_api::TokenEntry {
+        sha256: govflow_designer_api::hash_token(&token),
+        role: govflow_designer_api::Role::Worker,
+        user: "bench-worker".to_owned(),
+        affiliation: None,
+    });
+    let state = govflow_designer_api::AppState::new(Arc::clone(&engine), Arc::clone(&shell), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, govflow_designer_api::app(state)).await;
+    });
+    let requests = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    for _ in 0..args.workers.max(1) {
+        let (client, base, token, requests, batch) =
+            (client.clone(), base.clone(), token.clone(), requests.clone(), args.batch.max(1));
+        tokio::spawn(async move {
+            loop {
+                let activated = client
+                    .post(format!("{base}/api/v1/jobs/activate"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"type": "noop", "maxJobs": batch, "lease": 60_000, "requestTimeout": 1_000}))
+                    .send()
+                    .await;
+                requests.fetch_add(1, Ordering::Relaxed);
+                let jobs: Vec<String> = match activated {
+                    Ok(response) => match response.json::<serde_json::Value>().await {
+                        Ok(body) => body["jobs"]
+                            .as_array()
+                            .map(|jobs| {
+                                jobs.iter().filter_map(|job| job["id"].as_str().map(str::to_owned)).collect()
+                            })
+                            .unwrap_or_default(),
+                        Err(error) => {
+                            eprintln!("activation answer unreadable: {error}");
+                            continue;
+                        }
+                    },
+                    Err(error) => {
+                        eprintln!("activation failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let completions: Vec<_> = jobs
+                    .into_iter()
+                    .map(|id| {
+                        let (client, base, token, requests) =
+                            (client.clone(), base.clone(), token.clone(), requests.clone());
+                        tokio::spawn(async move {
+                            let answer = client
+                                .post(format!("{base}/api/v1/jobs/{id}/complete"))
+                                .bearer_auth(&token)
+                                .json(&serde_json::json!({"variables": {}}))
+                                .send()
+                                .await;
+                            requests.fetch_add(1, Ordering::Relaxed);
+                            match answer {
+                                Ok(response) if response.status().is_success() => {}
+                                Ok(response) => eprintln!("completion of {id}: HTTP {}", response.status()),
+                                Err(error) => eprintln!("completion of {id} failed: {error}"),
+                            }
+                        })
+                    })
+                    .collect();
+                for completion in completions {
+                    let _ = completion.await;
+                }
+            }
+        });
+    }
+    let started = Instant::now();
+    for _ in 0..args.instances {
+        in_flight.acquire().await?.forget();
+        let shell = Arc::clone(&shell);
+        tokio::spawn(async move {
+            if let Err(error) =
+                shell.start_instance("bench", VariableMap::new(), None, Actor::user("bench", None)).await
+            {
+                eprintln!("start failed: {error}");
+            }
+        });
+    }
+    if completed.load(Ordering::Acquire) < args.instances {
+        all_done.notified().await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let jobs = args.instances as f64 * args.tasks as f64;
+    println!(
+        "bench-workers: {} instances × {} task(s) through the HTTP worker API, {} workers, batches of {}, durable on sled",
+        args.instances, args.tasks, args.workers, args.batch
+    );
+    println!(
+        "throughput: {:.0} jobs/s, {:.0} HTTP requests/s ({:.2} s)",
+        jobs / elapsed,
+        requests.load(Ordering::Relaxed) as f64 / elapsed,
+        elapsed
+    );
+    shell.shutdown().await;
+    drop(shell);
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

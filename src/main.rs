@@ -2,6 +2,7 @@
 //! It is a thin shell over the engine crate: no BPMN logic lives here.
 
 mod bench;
+mod serve;
 
 /// sled and the engine allocate many small, short-lived buffers; mimalloc serves them markedly faster than
 /// glibc's allocator under two busy threads (see docs/benchmarks.md).
@@ -42,9 +43,22 @@ enum Command {
     Codes,
     /// Measure the durable engine: throughput, latency, commits per flush, bytes and memory per instance.
     Bench(bench::BenchArgs),
+    /// Measure jobs through the HTTP external-worker API (batch activation, one completion per request).
+    BenchWorkers(bench::WorkerBenchArgs),
     /// Measure the timer scheduler: start-up time and memory with many pending timers, lateness of timers
     /// falling due.
     BenchTimers(bench::TimerArgs),
+    /// Run govflow: the engine on sled, its connectors and the HTTP API (with `--sandbox`, also the
+    /// simulated building blocks, and the connectors pointed at them).
+    Serve(serve::ServeArgs),
+    /// Run only the simulated GovStack building blocks (Identity, Registries, Payments, Messaging and an
+    /// Information Mediator) until Ctrl-C.
+    Sandbox(serve::SandboxArgs),
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Audit the history stored in a data directory: verify, replay, export, the operation log.
     Audit {
         #[command(subcommand)]
@@ -52,6 +66,22 @@ enum Command {
         /// The engine's data directory.
         #[arg(long, global = true, default_value = "./govflow-data")]
         data: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new API token and the `[[auth.tokens]]` entry (its SHA-256 hash) to put in govflow.toml.
+    Create {
+        /// admin, designer, operator, worker or auditor.
+        #[arg(long)]
+        role: String,
+        /// The user the token acts as (recorded in the audit trail).
+        #[arg(long)]
+        user: String,
+        /// The user's organisation.
+        #[arg(long)]
+        affiliation: Option<String>,
     },
 }
 
@@ -127,6 +157,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command, data } => audit(&data, command),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchWorkers(args) => bench::run_workers(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sandbox(args) => serve::run_sandbox(args).map(|()| ExitCode::SUCCESS),
+        Command::Token { command: TokenCommand::Create { role, user, affiliation } } => {
+            serve::token(&role, &user, affiliation.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::BenchTimers(args) => bench::run_timers(args).map(|()| ExitCode::SUCCESS),
         Command::Codes => {
             for code in govflow_engine::Code::ALL {

@@ -378,7 +378,7 @@ impl<S: Store + 'static> Shell<S> {
     }
 
     /// Stops taking new work and waits for the handlers in flight to finish and their outcomes to commit.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
         self.inner.stopped.notify_waiters();
         self.inner.timer_changed.notify_one();

@@ -236,7 +236,11 @@ async fn shutdown_waits_for_handlers_in_flight_and_commits_their_outcome() {
     let instance = shell.start_instance("p", VariableMap::new(), None, Actor::engine()).await.unwrap();
     entered.recv().await.unwrap();
     assert_eq!(shell.jobs_in_flight(), 1);
-    let stopping = tokio::spawn(shell.shutdown());
+    let shell = Arc::new(shell);
+    let stopping = {
+        let shell = Arc::clone(&shell);
+        tokio::spawn(async move { shell.shutdown().await })
+    };
     tokio::task::yield_now().await;
     assert!(!stopping.is_finished(), "shutdown waits for the handler");
     release.notify_one();
