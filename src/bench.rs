@@ -1138,3 +1138,50 @@ async fn workers_bench(args: WorkerBenchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeBenchArgs {
+    /// The port to listen on.
+    #[arg(long, default_value_t = 8088)]
+    pub port: u16,
+    /// Service tasks in the linear process `bench` (run by an in-process no-op connector).
+    #[arg(long, default_value_t = 1)]
+    pub tasks: usize,
+}
+
+/// `govflow bench-serve`: the HTTP API on a fresh sled store with process `bench` deployed and its jobs
+/// run by an in-process no-op connector, for a load tool outside this process (`scripts/bench-http`
+/// drives it with wrk). Prints an operator token; stops on Ctrl-C or SIGTERM and removes its store.
+pub fn run_serve(args: ServeBenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let dir = std::env::temp_dir().join(format!("govflow-bench-serve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);
+        engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
+        let waiters = govflow_designer_api::Waiters::new();
+        let connectors: Vec<Arc<dyn govflow_connectors::Connector>> = vec![Arc::new(NoopConnector)];
+        let builder = Shell::builder(Arc::clone(&engine)).on_instance_ended(waiters.hook());
+        let shell = Arc::new(govflow_connectors::connector::register(builder, &connectors).start().await?);
+        let token = govflow_designer_api::new_token();
+        let mut config = govflow_designer_api::ApiConfig::default();
+        config.auth.tokens.push(govflow_designer_api::TokenEntry {
+            sha256: govflow_designer_api::hash_token(&token),
+            role: govflow_designer_api::Role::Operator,
+            user: "bench".to_owned(),
+            affiliation: None,
+        });
+        let state = govflow_designer_api::AppState::with_waiters(Arc::clone(&engine), Arc::clone(&shell), config, waiters);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+        println!("token: {token}");
+        println!("listening: http://{}", listener.local_addr()?);
+        axum::serve(listener, govflow_designer_api::app(state)).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
+        shell.shutdown().await;
+        let started = engine.instances(&govflow_engine::store::InstanceFilter::default(), None, usize::MAX)?.len();
+        println!("instances started: {started}");
+        drop(shell);
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+}

@@ -45,6 +45,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure jobs through the HTTP external-worker API (batch activation, one completion per request).
     BenchWorkers(bench::WorkerBenchArgs),
+    /// Serve the HTTP API on a fresh store with a one-task benchmark process, for an outside load tool.
+    BenchServe(bench::ServeBenchArgs),
     /// Measure the timer scheduler: start-up time and memory with many pending timers, lateness of timers
     /// falling due.
     BenchTimers(bench::TimerArgs),
@@ -158,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command, data } => audit(&data, command),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorkers(args) => bench::run_workers(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchServe(args) => bench::run_serve(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sandbox(args) => serve::run_sandbox(args).map(|()| ExitCode::SUCCESS),
         Command::Token { command: TokenCommand::Create { role, user, affiliation } } => {

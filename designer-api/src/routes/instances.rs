@@ -131,16 +131,23 @@ pub async fn start_instance<S: Store + 'static>(
             state.waiters().forget(key);
         }
     }
-    let stored = state.engine().instance(key)?;
     let ended = status != InstanceStatus::Active;
-    let variables = ended.then(|| instance_state(key, &stored.state).variables);
+    // The whole state only when its variables are answered; otherwise the meta entry (one small read).
+    let (meta, variables) = if ended {
+        let stored = state.engine().instance(key)?;
+        let variables = instance_state(key, &stored.state).variables;
+        (stored.meta, Some(variables))
+    } else {
+        let meta = state.engine().store().instance_meta(key)?;
+        (meta.ok_or(govflow_engine::engine::EngineError::UnknownInstance(key))?, None)
+    };
     Ok(Started {
         response: StartResponse {
             instance: key.0,
-            process_id: stored.meta.process_id.clone(),
-            version: stored.meta.version,
-            business_key: stored.meta.business_key.clone(),
-            state: status_name(if ended { status } else { stored.meta.status }).to_owned(),
+            process_id: meta.process_id.clone(),
+            version: meta.version,
+            business_key: meta.business_key.clone(),
+            state: status_name(if ended { status } else { meta.status }).to_owned(),
             variables,
         },
         still_running: wait.is_some() && !ended,
