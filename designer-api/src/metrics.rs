@@ -65,6 +65,12 @@ pub struct Gauges {
     pub sync_start_waiters: u64,
     /// True when a gauge scan stopped at its cap (the numbers are lower bounds then).
     pub truncated: bool,
+    /// The store's group commit: (flushes, commits, seconds spent flushing), when it counts them.
+    pub commits: Option<(u64, u64, f64)>,
+    /// Timers fired, their total and greatest lateness in seconds.
+    pub timers: (u64, f64, f64),
+    /// In-process connector (handler) runs by job type: (count, total seconds).
+    pub handled: BTreeMap<String, (u64, f64)>,
 }
 
 /// The API's counters.
@@ -244,6 +250,58 @@ impl Metrics {
             "1 when a gauge scan stopped at its cap (gauges are lower bounds).",
         );
         let _ = writeln!(out, "govflow_metrics_scan_truncated {}", u8::from(gauges.truncated));
+        header(
+            &mut out,
+            "govflow_connector_job_seconds",
+            "summary",
+            "Time in-process connectors took per job, by job type (sum and count).",
+        );
+        for (job_type, (count, seconds)) in &gauges.handled {
+            let _ =
+                writeln!(out, "govflow_connector_job_seconds_sum{{type=\"{}\"}} {seconds}", escape(job_type));
+            let _ =
+                writeln!(out, "govflow_connector_job_seconds_count{{type=\"{}\"}} {count}", escape(job_type));
+        }
+        let (fired, late_total, late_max) = gauges.timers;
+        header(&mut out, "govflow_timers_fired_total", "counter", "Timers fired since start.");
+        let _ = writeln!(out, "govflow_timers_fired_total {fired}");
+        header(
+            &mut out,
+            "govflow_timer_lateness_seconds_total",
+            "counter",
+            "Sum of how late timers fired after their due time; divided by timers fired, the mean.",
+        );
+        let _ = writeln!(out, "govflow_timer_lateness_seconds_total {late_total}");
+        header(
+            &mut out,
+            "govflow_timer_lateness_seconds_max",
+            "gauge",
+            "The latest any timer fired, in seconds.",
+        );
+        let _ = writeln!(out, "govflow_timer_lateness_seconds_max {late_max}");
+        if let Some((flushes, commits, seconds)) = gauges.commits {
+            header(
+                &mut out,
+                "govflow_store_flushes_total",
+                "counter",
+                "Durable flushes (write + fdatasync) of the store.",
+            );
+            let _ = writeln!(out, "govflow_store_flushes_total {flushes}");
+            header(
+                &mut out,
+                "govflow_store_commits_total",
+                "counter",
+                "Commands committed; commits / flushes is the mean group-commit batch size.",
+            );
+            let _ = writeln!(out, "govflow_store_commits_total {commits}");
+            header(
+                &mut out,
+                "govflow_store_flush_seconds_total",
+                "counter",
+                "Time spent flushing; divided by flushes, the mean commit latency at the disk.",
+            );
+            let _ = writeln!(out, "govflow_store_flush_seconds_total {seconds}");
+        }
         out
     }
 }

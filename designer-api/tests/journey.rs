@@ -310,6 +310,17 @@ async fn the_full_journey_and_every_operation_once() {
         "{text}"
     );
     assert!(text.contains("govflow_job_duration_seconds_count{type=\"verify\"}"), "{text}");
+    let counter = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} is missing: {text}"))
+    };
+    let (flushes, commits) =
+        (counter("govflow_store_flushes_total "), counter("govflow_store_commits_total "));
+    assert!(
+        flushes >= 1.0 && commits >= flushes,
+        "every flush carries at least one commit: {flushes} / {commits}"
+    );
     assert!(
         text.contains(
             "govflow_http_requests_total{method=\"POST\",route=\"/api/v1/instances\",status=\"201\"}"

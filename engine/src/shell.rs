@@ -165,6 +165,8 @@ impl<S: Store + 'static> ShellBuilder<S> {
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
             workers: WorkerQueue::default(),
+            lateness: Mutex::new(TimerLateness::default()),
+            handled: Mutex::new(BTreeMap::new()),
         });
         let (sender, receiver) = mpsc::unbounded_channel();
         inner.engine.set_listener(move |committed| {
@@ -212,6 +214,17 @@ struct Inner<S: Store + 'static> {
     stopping: AtomicBool,
     stopped: Notify,
     workers: WorkerQueue,
+    lateness: Mutex<TimerLateness>,
+    /// Per job type: handler runs and the seconds they took.
+    handled: Mutex<BTreeMap<String, (u64, f64)>>,
+}
+
+/// How late timers fired (by the engine's clock), since the shell started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimerLateness {
+    pub fired: u64,
+    pub total_seconds: f64,
+    pub max_seconds: f64,
 }
 
 /// The running shell.
@@ -372,6 +385,16 @@ impl<S: Store + 'static> Shell<S> {
         self.inner.workers.queued(job_type)
     }
 
+    /// Per job type run in-process: handler runs so far and the seconds they took in total.
+    pub fn handler_latency(&self) -> BTreeMap<String, (u64, f64)> {
+        lock(&self.inner.handled).clone()
+    }
+
+    /// How late the timers fired so far were.
+    pub fn timer_lateness(&self) -> TimerLateness {
+        *lock(&self.inner.lateness)
+    }
+
     /// Jobs being handled right now.
     pub fn jobs_in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
@@ -467,13 +490,19 @@ impl<S: Store + 'static> Inner<S> {
             }
             let outcome = match permits.acquire_owned().await {
                 Ok(_permit) if !inner.stopping() => {
-                    match tokio::time::timeout(timeout, handler.handle(job.clone())).await {
+                    let started = std::time::Instant::now();
+                    let outcome = match tokio::time::timeout(timeout, handler.handle(job.clone())).await {
                         Ok(outcome) => Some(outcome),
                         Err(_) => Some(JobOutcome::Fail {
                             message: format!("the handler did not finish within {timeout:?}"),
                             backoff: None,
                         }),
-                    }
+                    };
+                    let mut handled = lock(&inner.handled);
+                    let entry = handled.entry(job.job_type.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += started.elapsed().as_secs_f64();
+                    outcome
                 }
                 _ => None,
             };
@@ -583,6 +612,15 @@ async fn run_timers<S: Store + 'static>(inner: Arc<Inner<S>>) {
             let wait = next.map_or(reload_every, |next| inner.engine.clock().real(until(next, now)));
             (due_now, wait)
         };
+        if !due_now.is_empty() {
+            let mut lateness = lock(&inner.lateness);
+            for (due, _, _) in &due_now {
+                let late = (now - *due).to_std().unwrap_or(Duration::ZERO).as_secs_f64();
+                lateness.fired += 1;
+                lateness.total_seconds += late;
+                lateness.max_seconds = lateness.max_seconds.max(late);
+            }
+        }
         for (_, instance, timer) in due_now {
             let engine = Arc::clone(&inner.engine);
             tokio::spawn(async move {

@@ -388,6 +388,9 @@ async fn a_per_type_limit_bounds_concurrency() {
         next_ended(&mut ended).await;
     }
     assert_eq!(peak.load(Ordering::SeqCst), 2, "at most two at once, and the limit was reached");
+    let (runs, seconds) = shell.handler_latency()["slow"];
+    assert_eq!(runs, 8);
+    assert!(seconds >= 8.0 * 0.02, "each run took at least its 20 ms sleep: {seconds}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,6 +97,14 @@ pub async fn metrics<S: Store + 'static>(State(state): State<AppState<S>>) -> Ap
         })
         .await?;
     gauges.jobs_in_flight = state.shell().jobs_in_flight() as u64;
+    gauges.handled = state.shell().handler_latency();
+    let lateness = state.shell().timer_lateness();
+    gauges.timers = (lateness.fired, lateness.total_seconds, lateness.max_seconds);
+    gauges.commits = state
+        .engine()
+        .store()
+        .commit_counters()
+        .map(|stats| (stats.n_flushes, stats.n_commits, stats.flush_nanos as f64 / 1e9));
     gauges.sync_start_waiters = state.waiters().n_waiting() as u64;
     let text = state.metrics().render(&gauges);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())

@@ -79,6 +79,7 @@ struct FlushQueue {
     failed: Option<String>,
     n_flushes: u64,
     n_commits: u64,
+    flush_nanos: u64,
 }
 
 /// The queue between submitters and the flusher thread.
@@ -93,6 +94,8 @@ struct Flusher {
 pub struct CommitStats {
     pub n_flushes: u64,
     pub n_commits: u64,
+    /// Time spent writing and syncing flushes, in total (divide by `n_flushes` for the mean).
+    pub flush_nanos: u64,
 }
 
 /// A `Store` over a `Kv`.
@@ -254,10 +257,13 @@ fn flush_loop(kv: &dyn Kv, flusher: &Flusher, config: CommitConfig, mut next_ope
             }
             tickets.push(pending.ticket);
         }
+        let flush_started = std::time::Instant::now();
         let outcome = outcome.and_then(|()| kv.apply(writes)).map_err(|error| error.to_string());
+        let flush_nanos = u64::try_from(flush_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         {
             let mut queue = lock(&flusher.queue);
             queue.n_flushes += 1;
+            queue.flush_nanos = queue.flush_nanos.saturating_add(flush_nanos);
             queue.n_commits += tickets.len() as u64;
             if let Err(message) = &outcome {
                 queue.failed = Some(message.clone());
@@ -357,7 +363,7 @@ impl<K: Kv + 'static> KvStore<K> {
 
     pub fn commit_stats(&self) -> CommitStats {
         let queue = lock(&self.flusher.queue);
-        CommitStats { n_flushes: queue.n_flushes, n_commits: queue.n_commits }
+        CommitStats { n_flushes: queue.n_flushes, n_commits: queue.n_commits, flush_nanos: queue.flush_nanos }
     }
 
     fn scan_prefix(&self, tree: Tree, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -841,6 +847,10 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             return Ok(());
         }
         self.write(writes, Vec::new())
+    }
+
+    fn commit_counters(&self) -> Option<CommitStats> {
+        Some(self.commit_stats())
     }
 
     fn time_scale(&self) -> Result<TimeScale> {

@@ -430,6 +430,10 @@ pub trait Store: Send + Sync {
     fn replace_schedules(&self, remove: &[ScheduleEntry], put: &[ScheduleEntry]) -> Result<()>;
     /// The time scale the store was created with.
     fn time_scale(&self) -> Result<TimeScale>;
+    /// Group-commit counters (flushes, commits, time flushing), when the backend keeps them.
+    fn commit_counters(&self) -> Option<kv::CommitStats> {
+        None
+    }
     /// The child instances a call activity started.
     fn children(&self, parent: InstanceKey, element_instance: Key) -> Result<Vec<InstanceKey>>;
     /// Open user tasks, by (instance, task), after `after`, at most `limit`.
