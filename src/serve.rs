@@ -293,10 +293,12 @@ pub async fn serve(
         println!("  curl -H 'Authorization: Bearer {token}' {callback_base}/api/v1/definitions");
     }
     let engine = open_engine(&config.data, config.time_scale)?;
+    let limits = config.connectors.limits.clone();
     let connectors = govflow_connectors::bb::all(Arc::new(connectors))?;
     let waiters = govflow_designer_api::state::Waiters::new();
     let builder = Shell::builder(Arc::clone(&engine)).on_instance_ended(waiters.hook());
-    let shell = Arc::new(govflow_connectors::connector::register(builder, &connectors).start().await?);
+    let builder = govflow_connectors::connector::register_with_limits(builder, &connectors, &limits);
+    let shell = Arc::new(builder.start().await?);
     let state = govflow_designer_api::state::AppState::with_waiters(
         Arc::clone(&engine),
         Arc::clone(&shell),

@@ -24,6 +24,10 @@
 //! url = "https://payments.example.gov"
 //! tenant = "govflow"                     # Platform-TenantId
 //!
+//! [connectors.limits."govstack.payments.disburse"]   # per job type (optional)
+//! max_concurrent = 16                   # jobs of this type at once
+//! timeout_ms = 30000                    # a job still running after this has failed, and is retried
+//!
 //! [connectors.messaging]
 //! url = "https://messaging.example.gov"
 //! api_key_env = "MESSAGING_API_KEY"      # the key is read from this variable (or `api_key = "..."`)
@@ -184,6 +188,29 @@ pub struct ConnectorsConfig {
     pub payments: BbConfig,
     #[serde(default)]
     pub messaging: BbConfig,
+    /// Per job type: how many jobs run at once and how long one may take (`[connectors.limits."TYPE"]`).
+    #[serde(default)]
+    pub limits: BTreeMap<String, LimitConfig>,
+}
+
+/// The limits of one job type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Jobs of this type running at once.
+    pub max_concurrent: Option<usize>,
+    /// A job still running after this many milliseconds has failed (and is retried).
+    pub timeout_ms: Option<u64>,
+}
+
+impl LimitConfig {
+    /// As the shell takes it.
+    pub fn job_limits(&self) -> govflow_engine::shell::JobLimits {
+        govflow_engine::shell::JobLimits {
+            max_concurrent: self.max_concurrent,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+        }
+    }
 }
 
 /// A configuration mistake, naming the setting.
@@ -307,6 +334,13 @@ impl ConnectorsConfig {
         if let Some(url) = &self.callback_url {
             check_url("connectors.callback_url", url)?;
         }
+        for (job_type, limit) in &self.limits {
+            if limit.max_concurrent == Some(0) || limit.timeout_ms == Some(0) {
+                return Err(ConfigError(format!(
+                    "connectors.limits.\"{job_type}\": max_concurrent and timeout_ms must be above 0"
+                )));
+            }
+        }
         for bb in Bb::ALL {
             let config = self.bb(bb);
             let name = bb.name();
@@ -371,6 +405,19 @@ mod tests {
         assert_eq!(config.timeout(Bb::Registries), Duration::from_millis(2000));
         assert_eq!(config.messaging_api_key().unwrap().expose(), "s3cret");
         assert!(!format!("{config:?}").contains("s3cret"), "a secret must never be printed");
+    }
+
+    #[test]
+    fn limits_per_job_type_are_read_and_checked() {
+        let config = ConnectorsConfig::from_toml(
+            "[connectors.limits.\"govstack.payments.disburse\"]\nmax_concurrent = 4\ntimeout_ms = 1500\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let limits = config.limits["govstack.payments.disburse"].job_limits();
+        assert_eq!((limits.max_concurrent, limits.timeout), (Some(4), Some(Duration::from_millis(1500))));
+        let config = ConnectorsConfig::from_toml("[connectors.limits.\"x\"]\nmax_concurrent = 0\n").unwrap();
+        assert!(config.validate().unwrap_err().0.contains("connectors.limits.\"x\""));
     }
 
     #[test]

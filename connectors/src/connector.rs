@@ -190,14 +190,24 @@ impl JobHandler for ConnectorHandler {
     }
 }
 
-/// Registers every job type of every connector with a shell builder.
+/// Registers every job type of every connector with a shell builder, within the shell's default limits.
 pub fn register<S: govflow_engine::store::Store + 'static>(
+    builder: govflow_engine::shell::ShellBuilder<S>,
+    connectors: &[Arc<dyn Connector>],
+) -> govflow_engine::shell::ShellBuilder<S> {
+    register_with_limits(builder, connectors, &BTreeMap::new())
+}
+
+/// Registers every job type of every connector, each within its configured limits (`[connectors.limits]`).
+pub fn register_with_limits<S: govflow_engine::store::Store + 'static>(
     mut builder: govflow_engine::shell::ShellBuilder<S>,
     connectors: &[Arc<dyn Connector>],
+    limits: &BTreeMap<String, crate::config::LimitConfig>,
 ) -> govflow_engine::shell::ShellBuilder<S> {
     for connector in connectors {
         for job_type in connector.job_types() {
-            builder = builder.handler(&job_type, ConnectorHandler::new(Arc::clone(connector)));
+            let limit = limits.get(&job_type).map(crate::config::LimitConfig::job_limits).unwrap_or_default();
+            builder = builder.handler_with(&job_type, ConnectorHandler::new(Arc::clone(connector)), limit);
         }
     }
     builder
