@@ -1171,13 +1171,21 @@ pub fn run_serve(args: ServeBenchArgs) -> anyhow::Result<()> {
             user: "bench".to_owned(),
             affiliation: None,
         });
-        let state = govflow_designer_api::AppState::with_waiters(Arc::clone(&engine), Arc::clone(&shell), config, waiters);
+        let state = govflow_designer_api::AppState::with_waiters(
+            Arc::clone(&engine),
+            Arc::clone(&shell),
+            config,
+            waiters,
+        );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
         println!("token: {token}");
         println!("listening: http://{}", listener.local_addr()?);
-        axum::serve(listener, govflow_designer_api::app(state)).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
+        axum::serve(listener, govflow_designer_api::app(state))
+            .with_graceful_shutdown(crate::serve::shutdown_signal())
+            .await?;
         shell.shutdown().await;
-        let started = engine.instances(&govflow_engine::store::InstanceFilter::default(), None, usize::MAX)?.len();
+        let started =
+            engine.instances(&govflow_engine::store::InstanceFilter::default(), None, usize::MAX)?.len();
         println!("instances started: {started}");
         drop(shell);
         drop(engine);
