@@ -296,7 +296,7 @@ pub async fn serve(
     let limits = config.connectors.limits.clone();
     let connectors = govflow_connectors::bb::all(Arc::new(connectors))?;
     let waiters = govflow_designer_api::state::Waiters::new();
-    let builder = Shell::builder(Arc::clone(&engine)).on_instance_ended(waiters.hook());
+    let builder = Shell::builder(Arc::clone(&engine)).on_instance_ended(waiters.hook()).with_builtins();
     let builder = govflow_connectors::connector::register_with_limits(builder, &connectors, &limits);
     let shell = Arc::new(builder.start().await?);
     let state = govflow_designer_api::state::AppState::with_waiters(

@@ -3,6 +3,7 @@
 //! never panic: bad input becomes [`Diagnostic`]s.
 
 pub mod audit;
+pub mod builtin;
 pub mod diagnostics;
 pub mod dmn;
 pub mod engine;

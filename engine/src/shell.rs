@@ -142,6 +142,12 @@ impl<S: Store + 'static> ShellBuilder<S> {
         self
     }
 
+    /// Registers the job types the engine serves itself ([`crate::builtin`]: `govflow.message.publish`).
+    pub fn with_builtins(self) -> Self {
+        let publisher = crate::builtin::MessagePublisher::new(Arc::clone(&self.engine));
+        self.handler(crate::builtin::PUBLISH_MESSAGE, publisher)
+    }
+
     pub fn on_instance_ended(
         mut self,
         hook: impl Fn(InstanceKey, InstanceStatus) + Send + Sync + 'static,

@@ -466,3 +466,74 @@ fn a_pending_job_waits_for_its_callback_across_a_restart() {
         assert_eq!(next_ended(&mut ended).await, (instance, InstanceStatus::Completed));
     });
 }
+
+/// `govflow.message.publish`: a message end event starts another process, once, even when the job is
+/// handed to the publisher twice (a crash between the publish and the job's completion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_end_event_starts_the_receiving_process_once() {
+    use govflow_engine::builtin::{MessagePublisher, PUBLISH_MESSAGE};
+    use govflow_engine::shell::JobHandler;
+    let bpmn = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" xmlns:zeebe="http://camunda.org/schema/zeebe/1.0" id="d" targetNamespace="t">
+  <bpmn:message id="m-registered" name="registered" />
+  <bpmn:process id="sender" isExecutable="true">
+    <bpmn:startEvent id="s-start" />
+    <bpmn:sequenceFlow id="s1" sourceRef="s-start" targetRef="s-end" />
+    <bpmn:endEvent id="s-end"><bpmn:extensionElements><zeebe:taskDefinition type="govflow.message.publish" /><zeebe:ioMapping>
+      <zeebe:input source="=&quot;registered&quot;" target="messageName" />
+      <zeebe:input source="=certificate" target="correlationKey" />
+      <zeebe:input source="={certificate: certificate}" target="variables" />
+    </zeebe:ioMapping></bpmn:extensionElements><bpmn:messageEventDefinition messageRef="m-registered" /></bpmn:endEvent>
+  </bpmn:process>
+  <bpmn:process id="receiver" isExecutable="true">
+    <bpmn:startEvent id="r-start"><bpmn:messageEventDefinition messageRef="m-registered" /></bpmn:startEvent>
+    <bpmn:sequenceFlow id="r1" sourceRef="r-start" targetRef="r-wait" />
+    <bpmn:userTask id="r-wait" />
+    <bpmn:sequenceFlow id="r2" sourceRef="r-wait" targetRef="r-end" />
+    <bpmn:endEvent id="r-end" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let engine = Arc::new(Engine::open(memory_store().unwrap(), Arc::new(SystemClock)).unwrap());
+    engine.deploy("pair.bpmn", bpmn.as_bytes(), &Actor::engine()).unwrap();
+    // No shell handler: the job waits, so the test can hand it to the publisher itself, twice.
+    let (shell, _ended) = shell_with(Arc::clone(&engine), |b| b).await;
+    let sender = shell
+        .start_instance(
+            "sender",
+            VariableMap::from([("certificate".into(), json!("BC-1"))]),
+            None,
+            Actor::engine(),
+        )
+        .await
+        .unwrap();
+    let job =
+        shell.activate_jobs(PUBLISH_MESSAGE, 1, LEASE, Duration::from_secs(10)).await.unwrap().remove(0);
+    assert_eq!(job.instance, sender);
+    let publisher = MessagePublisher::new(Arc::clone(&engine));
+    assert_eq!(publisher.handle(job.clone()).await, JobOutcome::Complete(VariableMap::new()));
+    assert_eq!(
+        publisher.handle(job.clone()).await,
+        JobOutcome::Complete(VariableMap::new()),
+        "a repeat is done"
+    );
+    let receivers = engine
+        .instances(
+            &govflow_engine::store::InstanceFilter {
+                process_id: Some("receiver".into()),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .unwrap();
+    assert_eq!(receivers.len(), 1, "the receiving process started once");
+    let state = engine.instance(receivers[0].key).unwrap().state;
+    assert!(state.variables.values().any(|scope| scope.get("certificate") == Some(&json!("BC-1"))));
+    // A job without a message name is an incident that names the input.
+    let mut broken = job;
+    broken.variables.remove("messageName");
+    match publisher.handle(broken).await {
+        JobOutcome::Incident { message } => assert!(message.contains("messageName"), "{message}"),
+        other => panic!("expected an incident, got {other:?}"),
+    }
+}
