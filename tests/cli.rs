@@ -82,3 +82,41 @@ fn codes_lists_every_diagnostic_code() {
     assert!(stdout.lines().count() >= 30, "{stdout}");
     assert!(stdout.contains("BPMN0003  DTD and entity declarations are refused"));
 }
+
+#[test]
+fn every_journey_and_decision_validates_without_warnings() {
+    let mut files: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("processes"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "bpmn" || ext == "dmn"))
+        .map(|path| format!("processes/{}", path.file_name().unwrap().to_string_lossy()))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "four journeys and a decision: {files:?}");
+    let mut args = vec!["validate", "--deny-warnings"];
+    args.extend(files.iter().map(String::as_str));
+    let output = govflow(&args);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{}{stderr}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        stderr.contains(&format!("{} file(s) checked: 0 error(s), 0 warning(s)", files.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_checks_a_dmn_file_as_a_decision_model() {
+    let dir = std::env::temp_dir().join(format!("govflow-cli-dmn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.dmn");
+    std::fs::write(
+        &file,
+        r#"<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="x" name="x" namespace="t"><decision id="eligible"><decisionTable><input id="i"><inputExpression><text>income +</text></inputExpression></input><output id="o" name="ok" /></decisionTable></decision></definitions>"#,
+    )
+    .unwrap();
+    let output = govflow(&["validate", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("decision 'eligible'") && stdout.contains("income +"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
