@@ -2,6 +2,7 @@
 //! It is a thin shell over the engine crate: no BPMN logic lives here.
 
 mod bench;
+mod demo;
 mod serve;
 
 /// sled and the engine allocate many small, short-lived buffers; mimalloc serves them markedly faster than
@@ -50,6 +51,8 @@ enum Command {
     /// Measure the timer scheduler: start-up time and memory with many pending timers, lateness of timers
     /// falling due.
     BenchTimers(bench::TimerArgs),
+    /// The four life-event journeys end to end in the sandbox, in under a minute, through the HTTP API.
+    Demo(demo::DemoArgs),
     /// Run govflow: the engine on sled, its connectors and the HTTP API (with `--sandbox`, also the
     /// simulated building blocks, and the connectors pointed at them).
     Serve(serve::ServeArgs),
@@ -134,6 +137,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
@@ -141,6 +145,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `govflow audit replay … | head` closes our stdout early: stop quietly, as Unix tools do, rather than
+/// report the failed print as a crash.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -161,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BenchWorkers(args) => bench::run_workers(args).map(|()| ExitCode::SUCCESS),
         Command::BenchServe(args) => bench::run_serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sandbox(args) => serve::run_sandbox(args).map(|()| ExitCode::SUCCESS),
         Command::Token { command: TokenCommand::Create { role, user, affiliation } } => {
@@ -184,7 +207,9 @@ fn audit(data: &std::path::Path, command: AuditCommand) -> anyhow::Result<ExitCo
     if !data.exists() {
         anyhow::bail!("no data directory at {} (give one with --data)", data.display());
     }
-    let store = govflow_engine::store::sled::open_sled(data)
+    // The auditor reads a store at whatever time scale it runs (a demo store runs faster).
+    let config = govflow_engine::store::kv::CommitConfig { any_recorded_scale: true, ..Default::default() };
+    let store = govflow_engine::store::sled::open_sled_with(data, config)
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
     match command {
         AuditCommand::Verify { instance } => {

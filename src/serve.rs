@@ -259,12 +259,43 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let running = start(config, true).await?;
+    shutdown.await;
+    running.stop().await
+}
+
+/// A server running in this process: the API, the engine's shell, and the sandbox when asked for.
+pub struct Running {
+    pub base: String,
+    /// The one-run admin token of a sandbox server with no tokens configured.
+    pub token: Option<String>,
+    pub sandbox: Option<Sandbox>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops taking requests, finishes those in flight, waits for the jobs in flight and their commits,
+    /// closes the store, then stops the sandbox.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        let served =
+            self.serving.await.map_err(|error| anyhow::anyhow!("the server task failed: {error}"))?;
+        if let Some(sandbox) = self.sandbox {
+            sandbox.shutdown().await;
+        }
+        served
+    }
+}
+
+/// Starts the server (and the sandbox when configured); `announce` prints the address and token.
+pub async fn start(config: ServeConfig, announce: bool) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
-    let callback_base = format!("http://{}", SocketAddr::new(host, addr.port()));
+    let base = format!("http://{}", SocketAddr::new(host, addr.port()));
     let sandbox = if config.sandbox {
         let sandbox = Sandbox::start(SandboxConfig::default()).await.context("cannot start the sandbox")?;
         tracing::info!(url = %format!("http://{}", sandbox.addr()), "sandbox building blocks running");
@@ -273,24 +304,28 @@ pub async fn serve(
         None
     };
     let connectors = match &sandbox {
-        Some(sandbox) => sandbox_connectors(sandbox, &config.data, &callback_base)?,
+        Some(sandbox) => sandbox_connectors(sandbox, &config.data, &base)?,
         None => {
             config.connectors.validate()?;
             config.connectors.clone()
         }
     };
     let mut api = config.api.clone();
+    let mut token = None;
     if config.sandbox && api.auth.tokens.is_empty() && api.auth.oidc.is_none() && !api.auth.disabled {
         // A sandbox with no tokens configured: one admin token for this run, printed once.
-        let token = govflow_designer_api::new_token();
+        let new = govflow_designer_api::new_token();
         api.auth.tokens.push(govflow_designer_api::TokenEntry {
-            sha256: govflow_designer_api::hash_token(&token),
+            sha256: govflow_designer_api::hash_token(&new),
             role: govflow_designer_api::Role::Admin,
             user: "sandbox-admin".to_owned(),
             affiliation: Some("sandbox".to_owned()),
         });
-        println!("sandbox admin token for this run: {token}");
-        println!("  curl -H 'Authorization: Bearer {token}' {callback_base}/api/v1/definitions");
+        if announce {
+            println!("sandbox admin token for this run: {new}");
+            println!("  curl -H 'Authorization: Bearer {new}' {base}/api/v1/definitions");
+        }
+        token = Some(new);
     }
     let engine = open_engine(&config.data, config.time_scale)?;
     let limits = config.connectors.limits.clone();
@@ -307,20 +342,28 @@ pub async fn serve(
     );
     let app = govflow_designer_api::app(state);
     tracing::info!(%addr, data = %config.data.display(), time_scale = config.time_scale, sandbox = config.sandbox, "govflow serving");
-    println!(
-        "govflow serving on http://{addr} (data {}, sandbox {})",
-        config.data.display(),
-        if config.sandbox { "on" } else { "off" }
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    tracing::info!("shutting down: waiting for jobs in flight");
-    shell.shutdown().await;
-    if let Some(sandbox) = sandbox {
-        sandbox.shutdown().await;
+    if announce {
+        println!(
+            "govflow serving on {base} (data {}, sandbox {})",
+            config.data.display(),
+            if config.sandbox { "on" } else { "off" }
+        );
     }
-    drop(engine);
-    tracing::info!("stopped");
-    Ok(())
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await?;
+        tracing::info!("shutting down: waiting for jobs in flight");
+        shell.shutdown().await;
+        drop(shell);
+        drop(engine);
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Running { base, token, sandbox, stop, serving })
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -54,11 +54,13 @@ pub struct CommitConfig {
     /// How many times faster than real time the engine's clock runs (1 in production). A new store
     /// records it; an existing store of another scale is refused.
     pub time_scale: f64,
+    /// Open an existing store at whatever scale it recorded (tools that only read it: the auditor's).
+    pub any_recorded_scale: bool,
 }
 
 impl Default for CommitConfig {
     fn default() -> CommitConfig {
-        CommitConfig { group: true, window: Duration::ZERO, time_scale: 1.0 }
+        CommitConfig { group: true, window: Duration::ZERO, time_scale: 1.0, any_recorded_scale: false }
     }
 }
 
@@ -324,7 +326,7 @@ impl<K: Kv + 'static> KvStore<K> {
             }
             Some(bytes) => {
                 let recorded: TimeScale = decode("time scale", &bytes)?;
-                if recorded.scale != config.time_scale {
+                if recorded.scale != config.time_scale && !config.any_recorded_scale {
                     return Err(StoreError::TimeScale {
                         path: path.to_owned(),
                         found: recorded.scale,
