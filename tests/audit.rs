@@ -41,17 +41,20 @@ fn run_journey(dir: &Path) -> u64 {
         .unwrap();
     engine.deploy("birth-registration.bpmn", &bpmn, &Actor::user("designer", None)).unwrap();
     let variables: VariableMap = serde_json::from_value(json!({
-        "mother": {"nationalId": "M-1"}, "father": {"nationalId": "F-1"},
-        "child": {"name": "Zawadi", "birthDate": today()},
+        "mother": {"nationalId": "1000000001", "firstName": "Amina", "lastName": "Otieno", "phone": "+999700000001"},
+        "father": {"nationalId": "1000000002", "firstName": "Brian", "lastName": "Otieno", "phone": "+999700000002"},
+        "child": {"firstName": "Zawadi", "lastName": "Otieno", "birthDate": today(), "gender": "female", "placeOfBirth": "District Hospital"},
     }))
     .unwrap();
     let instance = engine.start("birth-registration", variables, None, &Actor::user("parent", None)).unwrap();
-    for _ in 0..20 {
+    // Play the building blocks as the connectors answer (docs/connectors.md), until no job is left.
+    for _ in 0..40 {
         let Some(job) = engine.instance(instance).unwrap().state.jobs.values().next().cloned() else { break };
         let answer = match job.job_type.as_str() {
-            "govstack.identity.verify" => json!({"verified": true}),
-            "govstack.registries.exists" => json!({"answer": {"status": false}}),
+            "govstack.identity.verify" => json!({"identity": {"verified": true}}),
+            "govstack.registries.exists" => json!({"exists": false}),
             "govstack.registries.create" => json!({"record": {"certificateNumber": "BC-1"}}),
+            "govstack.messaging.sms" => json!({"message": {"requestUid": "r-1", "response": "sent"}}),
             _ => json!({}),
         };
         let variables: VariableMap = serde_json::from_value(answer).unwrap();
@@ -59,6 +62,13 @@ fn run_journey(dir: &Path) -> u64 {
             .command(instance, &Command::CompleteJob { job: job.key, variables }, &Actor::engine())
             .unwrap();
     }
+    let stored = engine.instance(instance).unwrap();
+    assert_eq!(
+        stored.meta.status,
+        govflow_engine::runtime::InstanceStatus::Completed,
+        "the journey ran to its end"
+    );
+    assert!(stored.state.incidents.is_empty(), "no incident: {:?}", stored.state.incidents);
     engine.instance(instance).unwrap().last_seq
 }
 
