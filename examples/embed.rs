@@ -1,30 +1,25 @@
-//! Embedding govflow as a library: open an engine on a data directory (sled), register in-process job
-//! handlers that play the identity, registry and messaging building blocks, deploy the birth-registration
-//! journey, start an instance, wait for it to end, then query instances, the history and the operation log
-//! and verify the audit chain. Run with `cargo run --example embed [DATA_DIR]`; without a directory it
-//! uses a fresh one under the system temp dir and removes it afterwards.
+//! Embedding govflow as a library: open an engine on a data directory (sled), start the sandbox building
+//! blocks, register the real GovStack connectors (and the engine's own `govflow.message.publish`), serve the
+//! payment callback route, deploy the journeys, register a birth, wait for it to end, then query instances,
+//! the history and the operation log and verify the audit chain. The birth starts a maternity benefit by
+//! message, which enrols the mother and pays the first month through the Payments BB's callback.
+//!
+//! Run with `cargo run --example embed [DATA_DIR]`; without a directory it uses a fresh one under the system
+//! temp dir and removes it afterwards.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use govflow_connectors::callbacks::{self, ShellSink};
+use govflow_connectors::config::ConnectorsConfig;
+use govflow_connectors::sandbox::{Sandbox, SandboxConfig, Service};
 use govflow_engine::audit::Actor;
-use govflow_engine::engine::{Engine, JobHandle, SystemClock};
+use govflow_engine::engine::{Engine, SystemClock};
 use govflow_engine::runtime::{InstanceStatus, VariableMap};
-use govflow_engine::shell::{JobOutcome, Shell};
+use govflow_engine::shell::Shell;
 use govflow_engine::store::sled::open_sled;
 use govflow_engine::store::{InstanceFilter, OperationFilter, Store};
 use serde_json::json;
-
-/// What the sandbox building blocks would answer (the connectors issue replaces this with real calls).
-async fn building_block(job: JobHandle) -> JobOutcome {
-    let answer = match job.job_type.as_str() {
-        "govstack.identity.verify" => json!({"verified": true}),
-        "govstack.registries.exists" => json!({"answer": {"status": false}}),
-        "govstack.registries.create" => json!({"record": {"certificateNumber": "BC-2026-000123"}}),
-        _ => json!({}),
-    };
-    println!("  {} ({}), idempotency key {} -> {answer}", job.element, job.job_type, job.idempotency_key);
-    JobOutcome::Complete(serde_json::from_value(answer).unwrap_or_default())
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,69 +27,119 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => (std::path::PathBuf::from(dir), false),
         None => (std::env::temp_dir().join(format!("govflow-embed-{}", std::process::id())), true),
     };
+    // The building blocks: simulated here; in production, their URLs (or Information Mediator services)
+    // go into the same configuration.
+    let sandbox = Sandbox::start(SandboxConfig::default()).await?;
+    let callback_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let callback_base = format!("http://{}", callback_listener.local_addr()?);
+    std::fs::create_dir_all(&dir)?;
+    let key_file = dir.join("identity-client.pem");
+    std::fs::write(&key_file, govflow_connectors::sandbox::SANDBOX_CLIENT_PRIVATE_KEY_PEM)?;
+    let config = ConnectorsConfig::from_toml(&format!(
+        r#"
+        [connectors]
+        callback_url = "{callback_base}"
+        [connectors.identity]
+        url = "{identity}"
+        client_id = "{client}"
+        private_key_file = "{key}"
+        redirect_uri = "{callback_base}/identity"
+        [connectors.registries]
+        url = "{registries}"
+        client_id = "GOV/GOV/WORKFLOW/GOVFLOW"
+        [connectors.payments]
+        url = "{payments}"
+        [connectors.messaging]
+        url = "{messaging}"
+        api_key = "sandbox-api-key"
+        "#,
+        identity = sandbox.base_url(Service::Identity),
+        registries = sandbox.base_url(Service::Registries),
+        payments = sandbox.base_url(Service::Payments),
+        messaging = sandbox.base_url(Service::Messaging),
+        client = govflow_connectors::sandbox::SANDBOX_CLIENT_ID,
+        key = key_file.display(),
+    ))?;
+    let connectors = govflow_connectors::bb::all(Arc::new(config))?;
+
     let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);
     let designer = Actor::user("designer-1", Some("Civil Registry".to_owned()));
-    let bpmn = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/processes/birth-registration.bpmn"))?;
-    for deployed in engine.deploy("birth-registration.bpmn", &bpmn, &designer)? {
-        println!("deployed {} version {}", deployed.process_id, deployed.version);
+    for file in ["birth-registration.bpmn", "maternity-benefit.bpmn"] {
+        let bpmn = std::fs::read(format!("{}/processes/{file}", env!("CARGO_MANIFEST_DIR")))?;
+        for deployed in engine.deploy(file, &bpmn, &designer)? {
+            println!("deployed {} version {}", deployed.process_id, deployed.version);
+        }
     }
 
     let (ended_sender, mut ended) = tokio::sync::mpsc::unbounded_channel();
-    let mut builder = Shell::builder(Arc::clone(&engine)).on_instance_ended(move |key, status| {
-        let _ = ended_sender.send((key, status));
-    });
-    for job_type in [
-        "govstack.identity.verify",
-        "govstack.registries.exists",
-        "govstack.registries.create",
-        "govstack.messaging.send",
-        "govflow.message.publish",
-    ] {
-        builder = builder.handler(job_type, building_block);
-    }
-    let shell = builder.start().await?;
+    let builder = Shell::builder(Arc::clone(&engine))
+        .on_instance_ended(move |key, status| {
+            let _ = ended_sender.send((key, status));
+        })
+        .with_builtins();
+    let shell = Arc::new(govflow_connectors::connector::register(builder, &connectors).start().await?);
+    let callbacks = callbacks::router(Arc::new(ShellSink(Arc::clone(&shell))));
+    tokio::spawn(async move { axum::serve(callback_listener, callbacks).await });
 
+    let seed = sandbox.seed_data();
+    let mother = seed.verified_mother();
     let variables: VariableMap = serde_json::from_value(json!({
-        "mother": {"nationalId": "KE-19870412-F-0042", "name": "Amina Otieno", "phone": "+254700000001"},
-        "father": {"nationalId": "KE-19850301-M-0117", "name": "Brian Otieno", "phone": "+254700000002"},
-        "child": {"name": "Zawadi Otieno", "birthDate": chrono::Utc::now().date_naive().to_string(), "sex": "F"},
+        "mother": {"nationalId": mother.national_id, "firstName": mother.first_name, "lastName": mother.last_name, "phone": mother.phone},
+        "father": null,
+        "child": {"firstName": "Zawadi", "lastName": mother.last_name, "birthDate": chrono::Utc::now().date_naive().to_string(),
+                  "gender": "female", "placeOfBirth": "District Hospital"},
     }))?;
     let parent = Actor::user("parent-portal", Some("eCitizen".to_owned()));
-    let instance = shell
-        .start_instance("birth-registration", variables, Some("BR-2026-0001".to_owned()), parent)
-        .await?;
-    println!("started instance {instance}; the shell runs its jobs:");
+    let instance = shell.start_instance("birth-registration", variables, None, parent).await?;
+    println!("started birth registration {instance}; the connectors call the sandbox:");
     while let Some((key, status)) = ended.recv().await {
         if key == instance {
             println!("instance {instance} ended: {status:?}");
             break;
         }
     }
-    shell.shutdown().await;
-
-    let filter =
-        InstanceFilter { business_key: Some("BR-2026-0001".to_owned()), ..InstanceFilter::default() };
-    for meta in engine.instances(&filter, None, 10)? {
+    // The maternity benefit started by the birthRegistered message pays its first month at once.
+    let maternity =
+        InstanceFilter { process_id: Some("maternity-benefit".to_owned()), ..InstanceFilter::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sandbox.disbursements().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for meta in engine.instances(&maternity, None, 10)? {
+        println!("maternity benefit {} (business key {:?}): {:?}", meta.key, meta.business_key, meta.status);
+    }
+    for payment in sandbox.disbursements() {
         println!(
-            "found by business key: instance {} of {} v{}, {:?}",
-            meta.key, meta.process_id, meta.version, meta.status
+            "  paid {} {} to {} (request {})",
+            payment.amount, payment.currency, payment.payee_value, payment.request_id
         );
     }
-    let stored = engine.instance(instance)?;
-    assert_eq!(stored.meta.status, InstanceStatus::Completed);
-    println!("history: {} events; the last three:", stored.last_seq);
-    for record in engine.store().records(instance, stored.last_seq.saturating_sub(2), 3)? {
-        println!("  {} {} {} {:?}", record.seq, record.at.to_rfc3339(), record.actor, record.event);
+    for message in sandbox.messages() {
+        println!("  {:?} to {}: {}", message.channel, message.to, message.body);
     }
-    let operations = engine.operations(&OperationFilter::default(), 0, 5)?;
-    println!("operation log (first {}):", operations.len());
-    for operation in operations {
-        println!("  {} {} {:?} {:?}", operation.seq, operation.actor, operation.kind, operation.target);
+    shell.shutdown().await;
+
+    let history = engine.store().records(instance, 1, usize::MAX)?;
+    println!(
+        "history: {} events; the last: {}",
+        history.len(),
+        history.last().map_or("-", |r| r.event.name())
+    );
+    let n = engine.verify(instance)?;
+    println!("audit chain of instance {instance}: {n} records verified");
+    for operation in engine.operations(&OperationFilter::default(), 0, 10)? {
+        println!(
+            "operation {}: {:?} {:?} by {:?}",
+            operation.seq, operation.kind, operation.target, operation.actor
+        );
     }
-    println!("audit chain verified: {} records, replay equals the stored state", engine.verify(instance)?);
+    let status = engine.instance(instance)?.meta.status;
+    drop(shell);
     drop(engine);
+    sandbox.shutdown().await;
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    anyhow::ensure!(status == InstanceStatus::Completed, "the birth registration did not complete");
     Ok(())
 }

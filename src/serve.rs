@@ -299,6 +299,9 @@ pub async fn start(config: ServeConfig, announce: bool) -> anyhow::Result<Runnin
     let sandbox = if config.sandbox {
         let sandbox = Sandbox::start(SandboxConfig::default()).await.context("cannot start the sandbox")?;
         tracing::info!(url = %format!("http://{}", sandbox.addr()), "sandbox building blocks running");
+        if announce {
+            println!("sandbox building blocks on http://{} (outbox: /sandbox/messages, payments: /sandbox/disbursements)", sandbox.addr());
+        }
         Some(sandbox)
     } else {
         None
