@@ -1,5 +1,6 @@
 //! Embedding govflow as a library: open an engine on a data directory (sled), start the sandbox building
-//! blocks, register the real GovStack connectors (and the engine's own `govflow.message.publish`), serve the
+//! blocks (in production: their URLs or Information Mediator services in `[connectors]` of govflow.toml,
+//! read with `ConnectorsConfig::from_toml`), register the real GovStack connectors (and the engine's own `govflow.message.publish`), serve the
 //! payment callback route, deploy the journeys, register a birth, wait for it to end, then query instances,
 //! the history and the operation log and verify the audit chain. The birth starts a maternity benefit by
 //! message, which enrols the mother and pays the first month through the Payments BB's callback.
@@ -11,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use govflow_connectors::callbacks::{self, ShellSink};
-use govflow_connectors::config::ConnectorsConfig;
-use govflow_connectors::sandbox::{Sandbox, SandboxConfig, Service};
+use govflow_connectors::sandbox::{Sandbox, SandboxConfig};
 use govflow_engine::audit::Actor;
 use govflow_engine::engine::{Engine, SystemClock};
 use govflow_engine::runtime::{InstanceStatus, VariableMap};
@@ -27,39 +27,10 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => (std::path::PathBuf::from(dir), false),
         None => (std::env::temp_dir().join(format!("govflow-embed-{}", std::process::id())), true),
     };
-    // The building blocks: simulated here; in production, their URLs (or Information Mediator services)
-    // go into the same configuration.
     let sandbox = Sandbox::start(SandboxConfig::default()).await?;
     let callback_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let callback_base = format!("http://{}", callback_listener.local_addr()?);
-    std::fs::create_dir_all(&dir)?;
-    let key_file = dir.join("identity-client.pem");
-    std::fs::write(&key_file, govflow_connectors::sandbox::SANDBOX_CLIENT_PRIVATE_KEY_PEM)?;
-    let config = ConnectorsConfig::from_toml(&format!(
-        r#"
-        [connectors]
-        callback_url = "{callback_base}"
-        [connectors.identity]
-        url = "{identity}"
-        client_id = "{client}"
-        private_key_file = "{key}"
-        redirect_uri = "{callback_base}/identity"
-        [connectors.registries]
-        url = "{registries}"
-        client_id = "GOV/GOV/WORKFLOW/GOVFLOW"
-        [connectors.payments]
-        url = "{payments}"
-        [connectors.messaging]
-        url = "{messaging}"
-        api_key = "sandbox-api-key"
-        "#,
-        identity = sandbox.base_url(Service::Identity),
-        registries = sandbox.base_url(Service::Registries),
-        payments = sandbox.base_url(Service::Payments),
-        messaging = sandbox.base_url(Service::Messaging),
-        client = govflow_connectors::sandbox::SANDBOX_CLIENT_ID,
-        key = key_file.display(),
-    ))?;
+    let config = sandbox.connectors_config(&callback_base, &dir.join("identity-client.pem"))?;
     let connectors = govflow_connectors::bb::all(Arc::new(config))?;
 
     let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);

@@ -68,6 +68,7 @@ struct Demo {
     inspections: Mutex<BTreeMap<u64, u32>>,
     handled: Mutex<BTreeSet<String>>,
     ended_at: Mutex<BTreeMap<u64, Instant>>,
+    overdue: Mutex<BTreeSet<u64>>,
     end_names: BTreeMap<String, String>,
 }
 
@@ -116,9 +117,16 @@ impl Demo {
     }
 
     /// Completes the open user tasks as the script of their instance says.
-    async fn work_user_tasks(&self, started: Instant) -> anyhow::Result<()> {
+    async fn work_user_tasks(&self) -> anyhow::Result<()> {
         let page = self.call(reqwest::Method::GET, "/api/v1/user-tasks?limit=200", None).await?;
-        for task in page["items"].as_array().cloned().unwrap_or_default() {
+        let tasks = page["items"].as_array().cloned().unwrap_or_default();
+        // An instance whose stipulated time has passed (its overdue task opened): its inspection may go on.
+        for task in &tasks {
+            if task["element"] == "Activity_HandleOverdue" {
+                lock(&self.overdue).insert(task["instance"].as_u64().unwrap_or_default());
+            }
+        }
+        for task in tasks {
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             if lock(&self.handled).contains(&id) {
                 continue;
@@ -132,7 +140,7 @@ impl Demo {
                 ("Activity_SupervisorReview", _) => {
                     json!({"approved": true, "remarks": "approved after the SLA"})
                 }
-                ("Activity_Inspect", Script::LetSlaPass) if started.elapsed() < Duration::from_secs(4) => {
+                ("Activity_Inspect", Script::LetSlaPass) if !lock(&self.overdue).contains(&instance) => {
                     continue
                 }
                 ("Activity_Inspect", Script::FailFirstInspection) => {
@@ -280,6 +288,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         inspections: Mutex::new(BTreeMap::new()),
         handled: Mutex::new(BTreeSet::new()),
         ended_at: Mutex::new(BTreeMap::new()),
+        overdue: Mutex::new(BTreeSet::new()),
         end_names: end_event_names(&files),
     });
     println!(
@@ -392,7 +401,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut second_relief = false;
     let mut maternity_seen = BTreeSet::new();
     loop {
-        demo.work_user_tasks(clock).await?;
+        demo.work_user_tasks().await?;
         // Maternity benefits started by the registered births (message birthRegistered).
         let started = demo
             .call(reqwest::Method::GET, "/api/v1/instances?processId=maternity-benefit&limit=100", None)

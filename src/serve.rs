@@ -166,50 +166,11 @@ pub fn init_logging(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Points the connectors at a running sandbox (through its Information Mediator for the registries, so
-/// the mediated path is exercised too) and writes the sandbox client key where the Identity connector
-/// reads it.
-pub fn sandbox_connectors(
-    sandbox: &Sandbox,
-    data: &Path,
-    callback_base: &str,
-) -> anyhow::Result<ConnectorsConfig> {
-    let key_file = data.join("sandbox-identity-client.pem");
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    std::fs::write(&key_file, govflow_connectors::sandbox::SANDBOX_CLIENT_PRIVATE_KEY_PEM)
-        .with_context(|| format!("cannot write {}", key_file.display()))?;
-    let text = format!(
-        r#"
-        [connectors]
-        callback_url = "{callback_base}/api/v1/callbacks"
-        timeout_ms = 5000
-        [connectors.mediator]
-        url = "{mediator}"
-        client = "GOV/GOV/WORKFLOW/GOVFLOW"
-        [connectors.identity]
-        url = "{identity}"
-        client_id = "{client_id}"
-        private_key_file = "{key}"
-        redirect_uri = "{callback_base}/identity/callback"
-        [connectors.registries]
-        service = "GOV/GOV/SANDBOX/REGISTRIES/registries"
-        [connectors.payments]
-        url = "{payments}"
-        tenant = "govflow"
-        [connectors.messaging]
-        url = "{messaging}"
-        api_key = "sandbox-api-key"
-        "#,
-        mediator = sandbox.base_url(Service::Mediator),
-        identity = sandbox.base_url(Service::Identity),
-        payments = sandbox.base_url(Service::Payments),
-        messaging = sandbox.base_url(Service::Messaging),
-        client_id = govflow_connectors::sandbox::SANDBOX_CLIENT_ID,
-        key = key_file.display(),
-    );
-    let config = ConnectorsConfig::from_toml(&text)?;
-    config.validate()?;
-    Ok(config)
+/// Points the connectors at a running sandbox (the registries through its Information Mediator, so the
+/// mediated path is exercised too); the sandbox's client key goes into the data directory.
+pub fn sandbox_connectors(sandbox: &Sandbox, data: &Path, base: &str) -> anyhow::Result<ConnectorsConfig> {
+    Ok(sandbox
+        .connectors_config(&format!("{base}/api/v1/callbacks"), &data.join("sandbox-identity-client.pem"))?)
 }
 
 /// Opens the store at the configured time scale and the clock that goes with it.

@@ -192,25 +192,38 @@ impl BbClient {
     /// Makes the call; see the module docs for how failures map.
     pub async fn call(&self, bb: Bb, request: BbRequest) -> Result<BbResponse, ConnectorError> {
         let (url, mediated) = self.url(bb, &request.path)?;
-        let timeout = self.config.timeout(bb);
-        let operation = &request.operation;
-        let mut builder = self.http.request(request.method.clone(), &url).timeout(timeout);
+        let label = format!("{bb} {}", request.operation);
+        self.send(&label, &url, mediated, self.config.timeout(bb), &request).await
+    }
+
+    /// Makes a call to `url` (the generic HTTP connector's absolute URLs come here directly), with the
+    /// headers, the mediator's headers when `mediated`, and the failure mapping of the module docs.
+    /// `label` starts every message (e.g. "registries BB read").
+    pub async fn send(
+        &self,
+        label: &str,
+        url: &str,
+        mediated: bool,
+        timeout: Duration,
+        request: &BbRequest,
+    ) -> Result<BbResponse, ConnectorError> {
+        let mut builder = self.http.request(request.method.clone(), url).timeout(timeout);
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
-            insert(&mut headers, name, value, bb, operation)?;
+            insert(&mut headers, name, value, label)?;
         }
         if mediated {
             if let Some(mediator) = &self.config.mediator {
-                insert(&mut headers, mediator.client_header.name(), &mediator.client, bb, operation)?;
+                insert(&mut headers, mediator.client_header.name(), &mediator.client, label)?;
             }
             if let Some(key) = &request.idempotency_key {
-                insert(&mut headers, "X-Road-Id", key, bb, operation)?;
+                insert(&mut headers, "X-Road-Id", key, label)?;
             }
             if let Some(user) = &request.user {
-                insert(&mut headers, "X-Road-UserId", user, bb, operation)?;
+                insert(&mut headers, "X-Road-UserId", user, label)?;
             }
         }
         builder = builder.headers(headers);
@@ -219,22 +232,16 @@ impl BbClient {
             Body::Json(body) => builder.json(body),
             Body::Form(fields) => builder.form(fields),
         };
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| transport_error(bb, operation, &request.path, timeout, &error))?;
+        let path = &request.path;
+        let response = builder.send().await.map_err(|error| transport_error(label, path, timeout, &error))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error(bb, operation, &request.path, timeout, &error))?;
-        let answer = BbResponse { status, headers, body, path: request.path.clone() };
+        let body = response.bytes().await.map_err(|error| transport_error(label, path, timeout, &error))?;
+        let answer = BbResponse { status, headers, body, path: path.clone() };
         if let Some(code) = answer.headers.get("X-Road-Error").and_then(|value| value.to_str().ok()) {
             let detail = mediator_detail(&answer);
             let message = format!(
-                "{bb} {operation}: the Information Mediator answered {code} (HTTP {status}) for {}: {detail}",
-                request.path
+                "{label}: the Information Mediator answered {code} (HTTP {status}) for {path}: {detail}"
             );
             return Err(if code.starts_with("Client") {
                 ConnectorError::Permanent(message)
@@ -250,11 +257,7 @@ impl BbClient {
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             return Err(ConnectorError::Retryable {
-                message: format!(
-                    "{bb} {operation}: HTTP {status} from {}: {}",
-                    request.path,
-                    answer.excerpt()
-                ),
+                message: format!("{label}: HTTP {status} from {path}: {}", answer.excerpt()),
                 retry_after,
             });
         }
@@ -262,32 +265,20 @@ impl BbClient {
     }
 }
 
-fn insert(
-    headers: &mut HeaderMap,
-    name: &str,
-    value: &str,
-    bb: Bb,
-    operation: &str,
-) -> Result<(), ConnectorError> {
-    let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-        ConnectorError::Permanent(format!("{bb} {operation}: '{name}' is not a valid header name"))
-    })?;
+fn insert(headers: &mut HeaderMap, name: &str, value: &str, label: &str) -> Result<(), ConnectorError> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ConnectorError::Permanent(format!("{label}: '{name}' is not a valid header name")))?;
     let value = HeaderValue::from_str(value).map_err(|_| {
-        ConnectorError::Permanent(format!(
-            "{bb} {operation}: the value of header '{name}' is not valid in HTTP"
-        ))
+        ConnectorError::Permanent(format!("{label}: the value of header '{name}' is not valid in HTTP"))
     })?;
     headers.insert(header, value);
     Ok(())
 }
 
-fn transport_error(
-    bb: Bb,
-    operation: &str,
-    path: &str,
-    timeout: Duration,
-    error: &reqwest::Error,
-) -> ConnectorError {
+fn transport_error(label: &str, path: &str, timeout: Duration, error: &reqwest::Error) -> ConnectorError {
+    if error.is_builder() {
+        return ConnectorError::Permanent(format!("{label} ({path}): the URL is not valid"));
+    }
     let what = if error.is_timeout() {
         format!("no answer within {} ms", timeout.as_millis())
     } else if error.is_connect() {
@@ -306,7 +297,7 @@ fn transport_error(
             format!("the connection failed: {cause}")
         }
     };
-    ConnectorError::retryable(format!("{bb} {operation} ({path}): {what}"))
+    ConnectorError::retryable(format!("{label} ({path}): {what}"))
 }
 
 /// The mediator's error body `{type, message, detail}`, as one line.

@@ -24,12 +24,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::{complete, optional, optional_object, optional_str, permanent, TaskContract};
-use crate::client::{BbClient, BbRequest, BbResponse, Body};
+use crate::client::{BbClient, BbRequest, BbResponse};
 use crate::config::Bb;
 use crate::connector::{Connector, ConnectorError, ConnectorFuture, ConnectorRequest, Outcome};
 
@@ -246,58 +245,11 @@ fn build(request: &ConnectorRequest) -> Result<Call, ConnectorError> {
 
 /// A call to an absolute URL, with the failure mapping of [`BbClient::call`].
 async fn absolute(client: &BbClient, url: &str, call: &BbRequest) -> Result<BbResponse, ConnectorError> {
-    let operation = &call.operation;
     let timeout = client.config().timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-    let mut headers = HeaderMap::new();
-    for (name, value) in &call.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            ConnectorError::Permanent(format!("{operation}: '{name}' is not a valid header name"))
-        })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            ConnectorError::Permanent(format!(
-                "{operation}: the value of header '{name}' is not valid in HTTP"
-            ))
-        })?;
-        headers.insert(name, value);
-    }
-    let mut builder = client.http().request(call.method.clone(), url).timeout(timeout).headers(headers);
-    if !call.query.is_empty() {
-        builder = builder.query(&call.query);
-    }
-    if let Body::Json(body) = &call.body {
-        builder = builder.json(body);
-    }
-    let transport = |error: reqwest::Error| {
-        let what = if error.is_timeout() {
-            format!("no answer within {} ms", timeout.as_millis())
-        } else if error.is_connect() {
-            "cannot connect (connection refused or host unreachable)".to_owned()
-        } else if error.is_builder() {
-            return ConnectorError::Permanent(format!("{operation}: the URL is not valid"));
-        } else {
-            "the connection failed".to_owned()
-        };
-        ConnectorError::retryable(format!("{operation}: {what}"))
-    };
-    let response = builder.send().await.map_err(transport)?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let path = response.url().path().to_owned();
-    let body = response.bytes().await.map_err(transport)?;
-    let answer = BbResponse { status, headers, body, path };
-    if status >= 500 || status == 429 || status == 408 {
-        let retry_after = answer
-            .headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        return Err(ConnectorError::Retryable {
-            message: format!("{operation}: HTTP {status} from {}: {}", answer.path, answer.excerpt()),
-            retry_after,
-        });
-    }
-    Ok(answer)
+    let mut request = call.clone();
+    // The path in messages: the URL's, never its query (which may carry a key).
+    request.path = url.split(['?', '#']).next().unwrap_or(url).to_owned();
+    client.send(&call.operation, url, false, timeout, &request).await
 }
 
 /// The answer as `response`, or the BPMN error / failure its status means.
@@ -346,6 +298,8 @@ fn interpret(
 mod tests {
     use super::*;
     use crate::bb::tests::request;
+    use crate::client::Body;
+    use reqwest::header::{HeaderMap, HeaderValue};
 
     #[test]
     fn a_bb_path_is_routed_and_carries_the_idempotency_key() {

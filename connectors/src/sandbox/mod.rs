@@ -459,6 +459,59 @@ impl Sandbox {
         &self.shared.seed
     }
 
+    /// A connector configuration pointing at this sandbox: Identity, Payments and Messaging directly, the
+    /// Digital Registries through the sandbox's Information Mediator (so the mediated path runs too), and
+    /// payment callbacks to `callback_url`. Writes the sandbox's client key (the Identity BB's registered
+    /// client) to `key_file`, where the Identity connector reads it.
+    pub fn connectors_config(
+        &self,
+        callback_url: &str,
+        key_file: &std::path::Path,
+    ) -> Result<crate::config::ConnectorsConfig, crate::config::ConfigError> {
+        use crate::config::{BbConfig, ConnectorsConfig, MediatorConfig, Secret};
+        if let Some(dir) = key_file.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                crate::config::ConfigError(format!("cannot create {}: {error}", dir.display()))
+            })?;
+        }
+        std::fs::write(key_file, SANDBOX_CLIENT_PRIVATE_KEY_PEM).map_err(|error| {
+            crate::config::ConfigError(format!("cannot write {}: {error}", key_file.display()))
+        })?;
+        let config = ConnectorsConfig {
+            callback_url: Some(callback_url.to_owned()),
+            timeout_ms: Some(5000),
+            mediator: Some(MediatorConfig {
+                url: self.base_url(Service::Mediator),
+                client: "GOV/GOV/WORKFLOW/GOVFLOW".to_owned(),
+                client_header: Default::default(),
+            }),
+            identity: BbConfig {
+                url: Some(self.base_url(Service::Identity)),
+                client_id: Some(SANDBOX_CLIENT_ID.to_owned()),
+                private_key_file: Some(key_file.to_owned()),
+                redirect_uri: Some(format!("{callback_url}/identity")),
+                ..BbConfig::default()
+            },
+            registries: BbConfig {
+                service: Some("GOV/GOV/SANDBOX/REGISTRIES/registries".to_owned()),
+                ..BbConfig::default()
+            },
+            payments: BbConfig {
+                url: Some(self.base_url(Service::Payments)),
+                tenant: Some("govflow".to_owned()),
+                ..BbConfig::default()
+            },
+            messaging: BbConfig {
+                url: Some(self.base_url(Service::Messaging)),
+                api_key: Some(Secret::new(self.shared.config.messaging_api_key.clone())),
+                ..BbConfig::default()
+            },
+            limits: Default::default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Stops the server: hanging requests end, pending callbacks are dropped, open connections close.
     pub async fn shutdown(mut self) {
         self.signal_stop();
