@@ -425,7 +425,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 if benefit["paymentsMade"].as_u64().unwrap_or(0) >= 1 {
                     let certificate =
                         states[&run.instance]["variables"]["birth"]["certificateNumber"].clone();
-                    demo.call(reqwest::Method::POST, "/api/v1/messages", Some(json!({"name": "benefitStopped", "correlationKey": certificate, "variables": {"stopReason": "family moved abroad"}}))).await?;
+                    demo.call(reqwest::Method::POST, "/api/v1/messages", Some(json!({"name": "benefitStopped", "correlationKey": certificate, "variables": {"stopReason": "family moved abroad"}, "timeToLive": 86_400_000u64}))).await?;
                     if let Some(run) = lock(&demo.runs).iter_mut().find(|r| r.instance == run.instance) {
                         run.label = "newborn: benefit stopped".to_owned();
                     }

@@ -3,8 +3,8 @@
 //! clock moved month by month — until the child turns five, her status readable through the API; a
 //! `benefitStopped` message that stops the payments; a Payments BB that is down, so the payment is
 //! retried with its back-off, becomes an incident, and is paid exactly once after an operator resolves it;
-//! a mother whose identity is not verified; and a stop that arrives while a payment is in flight, whose
-//! money must still show in her totals (it does not: see the test's doc).
+//! a mother whose identity is not verified; and a stop that arrives while a payment is in flight, held
+//! (buffered for its time to live) until that payment is recorded, so her totals include it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -146,7 +146,18 @@ async fn pays_once_a_month_until_the_child_turns_five_with_the_status_readable_t
     }
 
     let stored = journey.ended(key).await;
-    assert_eq!(journey.end_events(key), ["Event_Paid", "Event_Paid", "Event_Paid", "Event_BenefitEnded"]);
+    assert_eq!(
+        journey.end_events(key),
+        [
+            "Event_PaymentDateReached",
+            "Event_Paid",
+            "Event_PaymentDateReached",
+            "Event_Paid",
+            "Event_PaymentDateReached",
+            "Event_Paid",
+            "Event_BenefitEnded"
+        ]
+    );
     let variables = journey.variables(key);
     let benefit = &variables["benefit"];
     assert_eq!((benefit["paymentsMade"].as_u64(), benefit["paymentsFailed"].as_u64()), (Some(3), Some(0)));
@@ -214,7 +225,10 @@ async fn a_benefit_stopped_message_stops_the_payments_and_records_why() {
     assert_eq!(published["correlated"], json!([key.0]), "{published}");
 
     journey.ended(key).await;
-    assert_eq!(journey.end_events(key), ["Event_Paid", "Event_Stopped"]);
+    assert_eq!(
+        journey.end_events(key),
+        ["Event_PaymentDateReached", "Event_Paid", "Event_StopRecorded", "Event_Stopped"]
+    );
     assert!(journey.stored(key).state.timers.is_empty(), "the wait for the next payment is cancelled");
     assert_eq!(journey.var(key, "stopReason"), "the death of the child was registered");
     let household = journey.records("social-registry", "nationalId", &mother.national_id);
@@ -359,5 +373,69 @@ async fn a_mother_whose_identity_is_not_verified_is_told_and_not_enrolled() {
             && b["registeringInstitutionId"] == "MINSOC"));
     assert!(journey.paid_once().is_empty());
     assert!(journey.open_timers(key).is_empty());
+    assert_eq!(journey.verify_all(), 1);
+}
+
+/// The stop arrives while this month's payment is in flight: the Payments BB has accepted (and, in the
+/// sandbox, settled) the transfer, and its callback has not come yet. Whatever the journey does with the
+/// payment job, the money is gone, so what the benefit and the social registry record as paid must
+/// include it.
+///
+/// The stop is only awaited between payments (the interrupting event sub-process of
+/// `SubProcess_UntilPaymentDate`): published with a time to live, it is buffered while the payment is in
+/// flight, then correlated when the next wait opens, after *Record the payment*. (It once interrupted the
+/// whole benefit, payment job included, and the month's money was missing from both totals.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_payment_is_in_flight_still_records_the_money_paid() {
+    // Callbacks held back: the payment stays in flight for as long as the test needs.
+    let journey = Journey::start("2027-01-04T08:00:00Z", Route::Direct).await;
+    journey.sandbox.hold_callbacks(true);
+    let mother = journey.seed().verified_mother().clone();
+    let (certificate, variables) = office_application(&mother, "Baraka", "2026-12-20");
+    let key = journey.start_instance("maternity-benefit", variables).await;
+    journey.timer(key, "Event_NextPaymentDate").await;
+    journey.advance(chrono::Duration::hours(1));
+    journey
+        .until("the Payments BB has paid and the job waits for its callback", || {
+            let in_flight =
+                journey.stored(key).state.jobs.values().any(|job| job.element.0 == "Activity_Disburse");
+            (in_flight && journey.sandbox.disbursements().len() == 1).then_some(())
+        })
+        .await;
+
+    let published = journey
+        .engine
+        .publish(
+            govflow_engine::engine::Message {
+                name: "benefitStopped".to_owned(),
+                correlation_key: certificate,
+                variables: support::vars(json!({"stopReason": "the death of the child was registered"})),
+                ttl: chrono::Duration::days(1),
+                ..Default::default()
+            },
+            &govflow_engine::audit::Actor::user("civil-registry", None),
+        )
+        .unwrap();
+    assert!(
+        journey.stored(key).state.jobs.values().any(|job| job.element.0 == "Activity_Disburse"),
+        "the payment is still in flight: the stop waits"
+    );
+    assert!(published.correlated.is_empty() && published.buffered.is_some(), "{published:?}");
+    journey.sandbox.hold_callbacks(false);
+    journey.ended(key).await;
+    assert_eq!(
+        journey.end_events(key),
+        ["Event_PaymentDateReached", "Event_Paid", "Event_StopRecorded", "Event_Stopped"]
+    );
+    let paid: f64 = journey.paid_once().values().flatten().map(|d| d.amount).sum();
+    assert_eq!(paid, 40.0, "the BB paid this month");
+    let benefit = journey.var(key, "benefit");
+    let household = journey.records("social-registry", "nationalId", &mother.national_id);
+    let support = &household[0]["maternalSupport"];
+    assert_eq!(
+        (number(&benefit["totalPaid"]), number(&support["totalPaid"])),
+        (paid, paid),
+        "the money paid is missing from the benefit's totals: benefit {benefit}, registry {support}"
+    );
     assert_eq!(journey.verify_all(), 1);
 }

@@ -261,6 +261,8 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
     /// Background work (payment callbacks), aborted at shutdown.
     tasks: Mutex<JoinSet<()>>,
+    /// `true` while payment callbacks are held back ([`Sandbox::hold_callbacks`]).
+    callbacks_held: watch::Sender<bool>,
     http: reqwest::Client,
 }
 
@@ -294,6 +296,16 @@ impl Shared {
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(duration) => true,
+            _ = shutdown.wait_for(|stopping| *stopping) => false,
+        }
+    }
+
+    /// Waits while payment callbacks are held; `false` if the sandbox shuts down meanwhile.
+    pub(crate) async fn callbacks_released(&self) -> bool {
+        let mut held = self.callbacks_held.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            released = held.wait_for(|held| !*held) => released.is_ok(),
             _ = shutdown.wait_for(|stopping| *stopping) => false,
         }
     }
@@ -384,6 +396,7 @@ impl Sandbox {
             mediator_log: Mutex::new(Vec::new()),
             ids: Mutex::new(seed::Rng::new(config.seed ^ 0x0001_D50F_5A2D_B0C5)),
             shutdown: shutdown.clone(),
+            callbacks_held: watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
             http,
             seed,
@@ -426,6 +439,12 @@ impl Sandbox {
     /// Makes every service healthy again.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// Holds back (`true`) or releases (`false`) the Payments BB's callbacks: while held, a batch is paid
+    /// and answered `202` as usual, and its callback waits. A test's way of keeping a payment in flight.
+    pub fn hold_callbacks(&self, hold: bool) {
+        self.shared.callbacks_held.send_replace(hold);
     }
 
     /// Every transaction actually paid, once each (after deduplication by `requestId`), in payment order.

@@ -29,7 +29,8 @@
 //!   200; unknown payees are added (an upsert). Both casings of the field names are accepted on both verbs.
 //!
 //! # Batch callback
-//! `payment_callback_delay` after the 202, `POST X-Callback-URL` with headers `X-CorrelationID`,
+//! `payment_callback_delay` after the 202 (and once released, while a test holds callbacks back with
+//! `Sandbox::hold_callbacks`), `POST X-Callback-URL` with headers `X-CorrelationID`,
 //! `Platform-TenantId` and the body of BulkPaymentStatusUpdate.yml extended with the transactions:
 //! ```json
 //! {"batchId": "…", "correlationId": "…", "requestId": "<X-CorrelationID>",
@@ -378,7 +379,7 @@ fn schedule_callback(shared: &Arc<Shared>, url: String, headers: Vec<(&'static s
     let task_shared = shared.clone();
     shared.spawn(async move {
         let shared = task_shared;
-        if !shared.sleep(shared.config.payment_callback_delay).await {
+        if !shared.sleep(shared.config.payment_callback_delay).await || !shared.callbacks_released().await {
             return;
         }
         let attempts = shared.config.callback_attempts.max(1);
