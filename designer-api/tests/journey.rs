@@ -111,9 +111,17 @@ async fn the_full_journey_and_every_operation_once() {
     app.post(Worker, &format!("/api/v1/jobs/{job_id}/complete"), json!({"variables": {"verified": true}}))
         .await
         .expect(204);
-    app.post(Worker, &format!("/api/v1/jobs/{job_id}/complete"), json!({}))
+    // Again: 409, saying how the job ended; a job the instance never had: 404.
+    let again = app.post(Worker, &format!("/api/v1/jobs/{job_id}/complete"), json!({})).await;
+    again.expect_error(409, "CONFLICT");
+    let message = again.json["message"].as_str().unwrap();
+    assert!(
+        message.contains("is no longer open: it was completed at") && message.contains("by 'worker"),
+        "{message}"
+    );
+    app.post(Worker, &format!("/api/v1/jobs/{instance}-9999/fail"), json!({"errorMessage": "x"}))
         .await
-        .expect_error(409, "CONFLICT");
+        .expect_error(404, "NOT_FOUND");
 
     // The user task: listed for its group, read with its form, claimed, completed.
     let tasks = app.get(Operator, "/api/v1/user-tasks?candidateGroup=clerks").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use govflow_engine::engine::JobHandle;
-use govflow_engine::runtime::{InstanceKey, Key, VariableMap};
+use govflow_engine::runtime::{Event, InstanceKey, Key, VariableMap};
 use govflow_engine::store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -124,6 +124,57 @@ fn job_of<S: Store + 'static>(state: &AppState<S>, id: &str) -> ApiResult<(Insta
     Ok((instance, job))
 }
 
+/// A job command that did not apply: when the job is not open, 409 saying how it ended if the instance's
+/// history has it (completed, ended by a BPMN error, cancelled with its element), else 404; any other
+/// error as it was.
+fn not_open<S: Store + 'static>(
+    state: &AppState<S>,
+    id: &str,
+    instance: InstanceKey,
+    job: Key,
+    error: ApiError,
+) -> ApiError {
+    if !matches!(error, ApiError::Conflict(_)) {
+        return error;
+    }
+    let store = state.engine().store();
+    match store.instance(instance) {
+        Ok(Some(stored)) if stored.state.jobs.contains_key(&job) => return error,
+        Ok(_) => {}
+        Err(store_error) => return ApiError::from(govflow_engine::engine::EngineError::from(store_error)),
+    }
+    let records = match store.records(instance, 1, usize::MAX) {
+        Ok(records) => records,
+        Err(store_error) => return ApiError::from(govflow_engine::engine::EngineError::from(store_error)),
+    };
+    let mut created = false;
+    let mut ended = None;
+    for record in &records {
+        let how = match &record.event {
+            Event::JobCreated { job: key, .. } if *key == job => {
+                created = true;
+                continue;
+            }
+            Event::JobCompleted { job: key, .. } if *key == job => {
+                format!("was completed at {} by '{}'", time(&record.at), record.actor.user)
+            }
+            Event::JobErrorThrown { job: key, error_code, .. } if *key == job => {
+                format!("ended with BPMN error '{error_code}' at {}", time(&record.at))
+            }
+            Event::JobCancelled { job: key } if *key == job => {
+                format!("was cancelled at {} (its element was ended)", time(&record.at))
+            }
+            _ => continue,
+        };
+        ended = Some(how);
+    }
+    match (created, ended) {
+        (true, Some(how)) => ApiError::Conflict(format!("job {id} is no longer open: it {how}")),
+        (true, None) => error,
+        (false, _) => ApiError::NotFound(format!("no job {id}: instance {instance} never had job {job}")),
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteJobRequest {
@@ -132,7 +183,8 @@ pub struct CompleteJobRequest {
     pub variables: VariableMap,
 }
 
-/// Completes a job with variables (409 when it is no longer open).
+/// Completes a job with variables (409 when it is no longer open, saying how it ended; 404 when the
+/// instance never had it).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/complete", tag = "jobs",
     params(("id" = String, Path, description = "`{instance}-{job}`")), request_body = CompleteJobRequest,
     responses((status = 204, description = "Completed")))]
@@ -145,7 +197,10 @@ pub async fn complete<S: Store + 'static>(
     let (instance, job) = job_of(&state, &id)?;
     let shell = Arc::clone(state.shell());
     let actor = auth.actor();
-    state.detached(async move { shell.complete_job(instance, job, request.variables, actor).await }).await?;
+    state
+        .detached(async move { shell.complete_job(instance, job, request.variables, actor).await })
+        .await
+        .map_err(|error| not_open(&state, &id, instance, job, error))?;
     state.metrics().job_finished(&id, "completed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -178,7 +233,8 @@ pub async fn fail<S: Store + 'static>(
         .detached(async move {
             shell.fail_job(instance, job, request.retries, request.error_message, backoff, actor).await
         })
-        .await?;
+        .await
+        .map_err(|error| not_open(&state, &id, instance, job, error))?;
     state.metrics().job_finished(&id, "failed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -212,7 +268,8 @@ pub async fn throw_error<S: Store + 'static>(
         .detached(async move {
             shell.throw_job_error(instance, job, request.error_code, request.error_message, actor).await
         })
-        .await?;
+        .await
+        .map_err(|error| not_open(&state, &id, instance, job, error))?;
     state.metrics().job_finished(&id, "error");
     Ok(StatusCode::NO_CONTENT)
 }
