@@ -15,10 +15,6 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
-/// The local variable of a user task's element instance that records who claimed it (`null`:
-/// unclaimed). A stop-gap until the engine has an assignment command; see docs/api.md.
-pub const CLAIM_VARIABLE: &str = "claimedBy";
-
 pub fn time(at: &DateTime<FixedOffset>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -243,19 +239,6 @@ fn visible(variables: &VariableMap) -> VariableMap {
         .collect()
 }
 
-/// A user task's assignee: its claim when it has one (`null` claims mean unclaimed), else the BPMN one.
-pub fn effective_assignee(
-    state: &Instance,
-    element_instance: Key,
-    bpmn_assignee: Option<&String>,
-) -> Option<String> {
-    match state.variables.get(&element_instance).and_then(|locals| locals.get(CLAIM_VARIABLE)) {
-        Some(Value::String(user)) => Some(user.clone()),
-        Some(_) => None,
-        None => bpmn_assignee.cloned(),
-    }
-}
-
 /// The state view of `state` (of instance `key`).
 pub fn instance_state(key: InstanceKey, state: &Instance) -> InstanceState {
     let root = state.root;
@@ -299,7 +282,7 @@ pub fn instance_state(key: InstanceKey, state: &Instance) -> InstanceState {
                 id: idempotency_key(key, task.key),
                 task: task.key.0,
                 element: task.element.0.clone(),
-                assignee: effective_assignee(state, task.element_instance, task.assignee.as_ref()),
+                assignee: task.assignee.clone(),
                 candidate_groups: task.candidate_groups.clone(),
             })
             .collect(),

@@ -140,6 +140,14 @@ async fn the_full_journey_and_every_operation_once() {
     app.post(Admin, &format!("/api/v1/user-tasks/{task_id}/claim"), json!({"assignee": "clerk-7"}))
         .await
         .expect(200);
+    let taken = app.post(Operator, &format!("/api/v1/user-tasks/{task_id}/claim"), json!({})).await;
+    taken.expect_error(409, "CONFLICT");
+    assert!(taken.json["message"].as_str().unwrap().contains("claimed by 'clerk-7'"), "{}", taken.text());
+    let detail = app.get(Operator, &format!("/api/v1/instances/{instance}")).await;
+    assert_eq!(detail.json["userTasks"][0]["assignee"], "clerk-7", "{}", detail.text());
+    assert!(detail.json["variables"].get("claimedBy").is_none(), "claims are not variables");
+    let theirs = app.get(Operator, "/api/v1/user-tasks?assignee=clerk-7").await;
+    assert_eq!(theirs.json["items"][0]["id"], task_id.as_str());
     app.post(
         Operator,
         &format!("/api/v1/user-tasks/{task_id}/complete"),
@@ -154,6 +162,13 @@ async fn the_full_journey_and_every_operation_once() {
     )
     .await
     .expect(204);
+    let again = app.post(Admin, &format!("/api/v1/user-tasks/{task_id}/complete"), json!({})).await;
+    again.expect_error(409, "CONFLICT");
+    let message = again.json["message"].as_str().unwrap();
+    assert!(
+        message.contains("is no longer open: it was completed at") && message.contains("by 'admin"),
+        "{message}"
+    );
 
     // The message ends it.
     let published = app

@@ -153,6 +153,21 @@ impl World {
                     _ => Err(format!("complete {what}?")),
                 }
             }
+            "assign" => {
+                // assign task ELEMENT USER|nobody [if USER|nobody]: claim or unclaim, optionally only while
+                // the task's assignee is the one named after `if`
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let usage = "assign task ELEMENT USER|nobody [if USER|nobody]";
+                let task = self.user_task(words.get(1).ok_or(usage)?)?;
+                let user = |word: &str| (word != "nobody").then(|| word.to_owned());
+                let assignee = user(words.get(2).ok_or(usage)?);
+                let expected = match (words.get(3), words.get(4)) {
+                    (Some(&"if"), Some(who)) => Some(user(who)),
+                    (None, _) => None,
+                    _ => return Err(usage.into()),
+                };
+                self.send(Command::AssignUserTask { task, assignee, expected })
+            }
             "fail" => {
                 // fail job ELEMENT retries N [backoff MS] "message"
                 let words: Vec<&str> = rest.split_whitespace().collect();

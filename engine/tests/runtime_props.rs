@@ -203,6 +203,8 @@ enum Move {
     FailJob(usize, u32),
     ThrowError(usize),
     CompleteTask(usize, i64),
+    /// Claim (`Some`) or unclaim an open user task.
+    Assign(usize, Option<u8>),
     Advance(i64),
     Correlate(bool),
     Resolve(usize, i64),
@@ -217,6 +219,7 @@ fn moves() -> impl Strategy<Value = Vec<Move>> {
         1 => (0..4usize, 0..2u32).prop_map(|(i, r)| Move::FailJob(i, r)),
         1 => (0..4usize).prop_map(Move::ThrowError),
         3 => (0..4usize, -2..6i64).prop_map(|(i, x)| Move::CompleteTask(i, x)),
+        1 => (0..4usize, prop::option::of(0..3u8)).prop_map(|(i, u)| Move::Assign(i, u)),
         2 => (1..180i64).prop_map(Move::Advance),
         2 => any::<bool>().prop_map(Move::Correlate),
         1 => (0..4usize, 0..6i64).prop_map(|(i, x)| Move::Resolve(i, x)),
@@ -255,6 +258,11 @@ fn command_for(instance: &Instance, now: &mut DateTime<FixedOffset>, step: &Move
         Move::CompleteTask(i, v) => Command::CompleteUserTask {
             task: nth(instance.user_tasks.keys().copied(), *i)?,
             variables: x(*v),
+        },
+        Move::Assign(i, user) => Command::AssignUserTask {
+            task: nth(instance.user_tasks.keys().copied(), *i)?,
+            assignee: user.map(|u| format!("user-{u}")),
+            expected: None,
         },
         Move::Advance(minutes) => {
             *now += Duration::minutes(*minutes);
@@ -393,6 +401,9 @@ impl IndexModel {
                 }
                 IndexOp::PutUserTask(e) => {
                     self.user_tasks.insert(e.task.0);
+                }
+                IndexOp::AssignUserTask { task, .. } => {
+                    assert!(self.user_tasks.contains(&task.0), "an assignment names an open task");
                 }
                 IndexOp::DeleteUserTask { task, .. } => {
                     self.user_tasks.remove(&task.0);

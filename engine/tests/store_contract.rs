@@ -949,7 +949,7 @@ fn user_tasks_and_incidents_are_listed_while_open(mut backend: Backend) {
     let (review, notify) = (definition_of("review", 1), definition_of("notify", 1));
     let store = backend.store();
     let mut first = begin(store, &review, 1, None, "2027-01-04T09:00:00Z");
-    let second = begin(store, &review, 2, None, "2027-01-04T09:01:00Z");
+    let mut second = begin(store, &review, 2, None, "2027-01-04T09:01:00Z");
     let task_entry = |journey: &Journey| UserTaskEntry {
         instance: journey.key,
         task: *journey.state.user_tasks.keys().next().unwrap(),
@@ -966,6 +966,23 @@ fn user_tasks_and_incidents_are_listed_while_open(mut backend: Backend) {
     assert_eq!(store.user_tasks(None, 1).unwrap(), tasks[..1]);
     assert_eq!(store.user_tasks(Some((tasks[0].instance, tasks[0].task)), usize::MAX).unwrap(), tasks[1..]);
     assert_eq!(store.user_tasks(Some((tasks[1].instance, tasks[1].task)), usize::MAX).unwrap(), []);
+
+    // The second review is claimed by someone else, then given back: the entry keeps every other field.
+    let claim =
+        Command::AssignUserTask { task: tasks[1].task, assignee: Some("clerk-2".to_owned()), expected: None };
+    store.commit(&second.step(&review, &claim, at("2027-01-04T09:05:00Z"))).unwrap();
+    let claimed = UserTaskEntry { assignee: Some("clerk-2".to_owned()), ..tasks[1].clone() };
+    for _ in 0..2 {
+        let store = backend.store();
+        assert_eq!(store.user_tasks(None, usize::MAX).unwrap(), [tasks[0].clone(), claimed.clone()]);
+        backend.restart();
+    }
+    let store = backend.store();
+    let unclaim = Command::AssignUserTask { task: tasks[1].task, assignee: None, expected: None };
+    store.commit(&second.step(&review, &unclaim, at("2027-01-04T09:06:00Z"))).unwrap();
+    let unclaimed = UserTaskEntry { assignee: None, ..tasks[1].clone() };
+    assert_eq!(store.user_tasks(None, usize::MAX).unwrap(), [tasks[0].clone(), unclaimed.clone()]);
+    let tasks = vec![tasks[0].clone(), unclaimed];
 
     // Two notifications fail with no retries left: two incidents, and their jobs leave the runnable index.
     let mut failing = Vec::new();

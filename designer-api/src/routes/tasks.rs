@@ -1,14 +1,15 @@
 //! User tasks: list (by assignee, candidate group, process), read with their form and variables, claim,
-//! unclaim and complete. Claims are recorded as the `claimedBy` local variable of the task's element
-//! instance (durable, in the audit trail, gone when the task ends) until the engine has an assignment
-//! command; a task claimed by someone else can only be completed or claimed by them or an admin.
+//! unclaim and complete. A claim is the engine's `AssignUserTask` command (event `UserTaskAssigned`, in
+//! the audit trail; the task index keeps the assignee); a task claimed by someone else can only be
+//! completed, claimed or given back by them or an admin. A task that is no longer open answers 409
+//! saying how it ended; one the instance never had, 404.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use govflow_engine::runtime::{Command, InstanceKey, Key, VariableMap};
+use govflow_engine::runtime::{Command, Event, InstanceKey, Key, VariableMap};
 use govflow_engine::store::{Store, StoredInstance, UserTaskEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Auth, Operate, Principal, ReadInstances};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::state::AppState;
-use crate::view::{effective_assignee, parse_pair_id, CLAIM_VARIABLE};
+use crate::view::{parse_pair_id, time};
 
 /// How many index entries one list request looks at, at most, while filtering.
 const SCAN_LIMIT: usize = 10_000;
@@ -33,7 +34,7 @@ pub struct TaskView {
     pub process_id: String,
     pub element: String,
     pub name: Option<String>,
-    /// Who works on it: its claim, else the BPMN assignee.
+    /// Who works on it: whoever claimed it last, else the BPMN assignee (`zeebe:assignment`).
     pub assignee: Option<String>,
     pub candidate_groups: Vec<String>,
     pub candidate_users: Vec<String>,
@@ -82,11 +83,6 @@ pub struct TasksQuery {
 }
 
 fn view(entry: &UserTaskEntry, stored: &StoredInstance) -> TaskView {
-    let task = stored.state.user_tasks.get(&entry.task);
-    let assignee = match task {
-        Some(task) => effective_assignee(&stored.state, task.element_instance, entry.assignee.as_ref()),
-        None => entry.assignee.clone(),
-    };
     TaskView {
         id: format!("{}-{}", entry.instance, entry.task),
         instance: entry.instance.0,
@@ -94,7 +90,7 @@ fn view(entry: &UserTaskEntry, stored: &StoredInstance) -> TaskView {
         process_id: stored.meta.process_id.clone(),
         element: entry.element.clone(),
         name: entry.name.clone(),
-        assignee,
+        assignee: entry.assignee.clone(),
         candidate_groups: entry.candidate_groups.clone(),
         candidate_users: entry.candidate_users.clone(),
         due_date: entry.due_date.clone(),
@@ -129,6 +125,9 @@ pub async fn list<S: Store + 'static>(
                     if query.candidate_group.as_ref().is_some_and(|g| !entry.candidate_groups.contains(g)) {
                         continue;
                     }
+                    if query.assignee.is_some() && entry.assignee != query.assignee {
+                        continue;
+                    }
                     let stored = match instances.get(&entry.instance) {
                         Some(stored) => stored.clone(),
                         None => {
@@ -141,11 +140,7 @@ pub async fn list<S: Store + 'static>(
                     if query.process_id.as_ref().is_some_and(|p| p != &stored.meta.process_id) {
                         continue;
                     }
-                    let task = view(entry, &stored);
-                    if query.assignee.is_some() && task.assignee != query.assignee {
-                        continue;
-                    }
-                    items.push(task);
+                    items.push(view(entry, &stored));
                     if items.len() == limit {
                         let next = cursor.map(|(i, t)| format!("{i}-{t}"));
                         return Ok((items, next));
@@ -160,14 +155,14 @@ pub async fn list<S: Store + 'static>(
     Ok(ApiJson(TaskPage { items: page.0, next: page.1 }))
 }
 
-/// The index entry and the instance of an open task; 404 when there is no such open task.
+/// The index entry and the instance of an open task. A task that is no longer open: 409 saying how it
+/// ended (from the instance's history); a task the instance never had: 404.
 async fn find<S: Store + 'static>(
     state: &AppState<S>,
     id: &str,
 ) -> ApiResult<(UserTaskEntry, StoredInstance)> {
     let (instance, task) = parse_pair_id("task", id)?;
-    let id = id.to_owned();
-    state
+    let found = state
         .blocking(move |engine| {
             let store = engine.store();
             let before = task.0.checked_sub(1).map(|previous| (instance, Key(previous)));
@@ -177,10 +172,36 @@ async fn find<S: Store + 'static>(
                 .next()
                 .filter(|e| e.instance == instance && e.task == task);
             let stored = store.instance(instance)?;
-            Ok(entry.zip(stored))
+            if let Some(found) = entry.zip(stored) {
+                return Ok(Ok(found));
+            }
+            // Not open: did it ever exist, and how did it end?
+            let mut opened = false;
+            let mut ended = None;
+            for record in store.records(instance, 1, usize::MAX)? {
+                match &record.event {
+                    Event::UserTaskOpened { task: key, .. } if *key == task => opened = true,
+                    Event::UserTaskCompleted { task: key, .. } if *key == task => {
+                        ended =
+                            Some(format!("was completed at {} by '{}'", time(&record.at), record.actor.user));
+                    }
+                    Event::UserTaskCancelled { task: key } if *key == task => {
+                        ended =
+                            Some(format!("was cancelled at {} (its element was ended)", time(&record.at)));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Err((opened, ended)))
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no open user task {id}")))
+        .await?;
+    match found {
+        Ok(found) => Ok(found),
+        Err((true, Some(how))) => {
+            Err(ApiError::Conflict(format!("user task {id} is no longer open: it {how}")))
+        }
+        Err(_) => Err(ApiError::NotFound(format!("no open user task {id}"))),
+    }
 }
 
 /// A user task with the variables it sees and its form.
@@ -231,21 +252,13 @@ async fn set_claim<S: Store + 'static>(
     state: &AppState<S>,
     auth: &Auth<Operate>,
     id: &str,
-    claimant: Value,
+    assignee: Option<String>,
 ) -> ApiResult<TaskView> {
     let (entry, stored) = find(state, id).await?;
-    let element_instance = stored
-        .state
-        .user_tasks
-        .get(&entry.task)
-        .map(|task| task.element_instance)
-        .ok_or_else(|| ApiError::NotFound(format!("no open user task {id}")))?;
     check_claim(&view(&entry, &stored), &auth.principal)?;
-    let command = Command::SetVariables {
-        scope: Some(element_instance),
-        variables: VariableMap::from([(CLAIM_VARIABLE.to_owned(), claimant)]),
-        local: true,
-    };
+    // Applies only if nobody claimed it meanwhile (an admin overrides whoever holds it).
+    let expected = (!auth.principal.is_admin()).then(|| entry.assignee.clone());
+    let command = Command::AssignUserTask { task: entry.task, assignee, expected };
     let shell = Arc::clone(state.shell());
     let actor = auth.actor();
     state.detached(async move { shell.command(entry.instance, command, actor).await }).await?;
@@ -274,7 +287,7 @@ pub async fn claim<S: Store + 'static>(
     if assignee.trim().is_empty() {
         return Err(ApiError::invalid_field("assignee", "the assignee is empty"));
     }
-    Ok(ApiJson(set_claim(&state, &auth, &id, Value::String(assignee)).await?))
+    Ok(ApiJson(set_claim(&state, &auth, &id, Some(assignee)).await?))
 }
 
 /// Gives a user task back (409 when someone else holds it).
@@ -286,7 +299,7 @@ pub async fn unclaim<S: Store + 'static>(
     State(state): State<AppState<S>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<TaskView>> {
-    Ok(ApiJson(set_claim(&state, &auth, &id, Value::Null).await?))
+    Ok(ApiJson(set_claim(&state, &auth, &id, None).await?))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]

@@ -228,6 +228,18 @@ impl<'a> Run<'a> {
                 self.queue.push_back(Step::Complete { key: element_instance, result: variables.clone() });
                 Ok(())
             }
+            Command::AssignUserTask { task, assignee, expected } => {
+                let current =
+                    &self.state.user_tasks.get(task).ok_or(Rejection::NoSuchUserTask(*task))?.assignee;
+                if expected.as_ref().is_some_and(|expected| expected != current) {
+                    return Err(Rejection::UserTaskAssigneeChanged {
+                        task: *task,
+                        assignee: current.clone(),
+                    });
+                }
+                self.emit(Event::UserTaskAssigned { task: *task, assignee: assignee.clone() });
+                Ok(())
+            }
             Command::CorrelateMessage { name, correlation_key, variables, message_id } => {
                 let subscription = self
                     .state

@@ -172,6 +172,11 @@ pub enum Event {
     UserTaskCancelled {
         task: Key,
     },
+    /// An open user task's assignee changed (a claim, or `None`: given back).
+    UserTaskAssigned {
+        task: Key,
+        assignee: Option<String>,
+    },
     TimerScheduled {
         timer: Key,
         element_instance: Key,
@@ -324,6 +329,7 @@ impl Event {
             Event::UserTaskOpened { .. } => "UserTaskOpened",
             Event::UserTaskCompleted { .. } => "UserTaskCompleted",
             Event::UserTaskCancelled { .. } => "UserTaskCancelled",
+            Event::UserTaskAssigned { .. } => "UserTaskAssigned",
             Event::TimerScheduled { .. } => "TimerScheduled",
             Event::TimerFired { .. } => "TimerFired",
             Event::TimerCancelled { .. } => "TimerCancelled",

@@ -70,6 +70,15 @@ pub enum Command {
         task: Key,
         variables: VariableMap,
     },
+    /// Claims (`Some(user)`) or unclaims (`None`) an open user task: who works on it now.
+    AssignUserTask {
+        task: Key,
+        assignee: Option<String>,
+        /// Compare-and-set: applies only while the task's assignee is this (`Some(None)`: unassigned);
+        /// `None` applies whoever holds it. Two claims racing for a task: one wins, one is rejected.
+        #[serde(default)]
+        expected: Option<Option<String>>,
+    },
     CorrelateMessage {
         name: String,
         correlation_key: String,
@@ -125,6 +134,8 @@ pub enum Rejection {
     JobFailed(Key),
     #[error("there is no open user task {0}")]
     NoSuchUserTask(Key),
+    #[error("user task {task} is {}", match .assignee { Some(user) => format!("claimed by '{user}'"), None => "not claimed by anyone".to_owned() })]
+    UserTaskAssigneeChanged { task: Key, assignee: Option<String> },
     #[error("no subscription of this instance waits for message '{name}' with correlation key '{correlation_key}'")]
     NoMatchingSubscription { name: String, correlation_key: String },
     #[error("no subscription of this instance waits for signal '{0}'")]

@@ -274,6 +274,11 @@ impl Instance {
             Event::UserTaskCompleted { task, .. } | Event::UserTaskCancelled { task } => {
                 self.user_tasks.remove(task);
             }
+            Event::UserTaskAssigned { task, assignee } => {
+                if let Some(task) = self.user_tasks.get_mut(task) {
+                    task.assignee = assignee.clone();
+                }
+            }
             Event::TimerScheduled { timer, element_instance, element, due, fired } => {
                 self.claim(*timer);
                 self.timers.insert(

@@ -390,8 +390,10 @@ impl<K: Kv + 'static> KvStore<K> {
         self.enqueue(writes, operations).wait()
     }
 
-    fn index_write(op: &IndexOp) -> Result<Write> {
-        Ok(match op {
+    /// The write for `op`; `earlier` are the ops before it in the same batch (an assignment reads the
+    /// task's entry there, else in the store; none when the task is not open).
+    fn index_write(&self, earlier: &[IndexOp], op: &IndexOp) -> Result<Option<Write>> {
+        Ok(Some(match op {
             IndexOp::PutJob(e) => {
                 Write::Put(Tree::Jobs, keys::job(&e.job_type, e.instance, e.job), Vec::new())
             }
@@ -412,6 +414,23 @@ impl<K: Kv + 'static> KvStore<K> {
             IndexOp::PutUserTask(e) => {
                 Write::Put(Tree::UserTasks, keys::owned(e.instance, e.task), encode(e)?)
             }
+            IndexOp::AssignUserTask { instance, task, assignee } => {
+                let key = keys::owned(*instance, *task);
+                let put = earlier.iter().rev().find_map(|op| match op {
+                    IndexOp::PutUserTask(e) if e.instance == *instance && e.task == *task => Some(e.clone()),
+                    _ => None,
+                });
+                let entry = match put {
+                    Some(entry) => Some(entry),
+                    None => match self.kv.get(Tree::UserTasks, &key)? {
+                        Some(bytes) => Some(decode::<UserTaskEntry>("user task", &bytes)?),
+                        None => None,
+                    },
+                };
+                let Some(mut entry) = entry else { return Ok(None) };
+                entry.assignee = assignee.clone();
+                Write::Put(Tree::UserTasks, key, encode(&entry)?)
+            }
             IndexOp::DeleteUserTask { instance, task } => {
                 Write::Delete(Tree::UserTasks, keys::owned(*instance, *task))
             }
@@ -429,7 +448,7 @@ impl<K: Kv + 'static> KvStore<K> {
             IndexOp::DeleteSignal(e) => {
                 Write::Delete(Tree::Signals, keys::signal(&e.signal_name, e.instance, e.subscription))
             }
-        })
+        }))
     }
 
     /// The secondary-index writes that move an instance from `previous` to `meta`.
@@ -623,8 +642,8 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
         }
         Self::meta_index_writes(batch.previous.as_ref(), &batch.meta, &mut writes);
-        for op in &batch.index_ops {
-            writes.push(Self::index_write(op)?);
+        for (i, op) in batch.index_ops.iter().enumerate() {
+            writes.extend(self.index_write(&batch.index_ops[..i], op)?);
         }
         for entry in &batch.outbox {
             writes.push(Write::Put(Tree::Outbox, keys::outbox(entry.id), encode(entry)?));

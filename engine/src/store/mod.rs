@@ -309,9 +309,21 @@ pub enum IndexOp {
     PutSubscription(SubscriptionEntry),
     DeleteSubscription(SubscriptionEntry),
     PutUserTask(UserTaskEntry),
-    DeleteUserTask { instance: InstanceKey, task: Key },
+    /// The open task's entry, with a new assignee (the store has the rest of the entry).
+    AssignUserTask {
+        instance: InstanceKey,
+        task: Key,
+        assignee: Option<String>,
+    },
+    DeleteUserTask {
+        instance: InstanceKey,
+        task: Key,
+    },
     PutIncident(IncidentEntry),
-    DeleteIncident { instance: InstanceKey, incident: Key },
+    DeleteIncident {
+        instance: InstanceKey,
+        incident: Key,
+    },
     PutSignal(SignalEntry),
     DeleteSignal(SignalEntry),
 }
@@ -526,6 +538,9 @@ pub fn index_changes(instance: InstanceKey, before: &Instance, records: &[Record
             })),
             Event::UserTaskCompleted { task, .. } | Event::UserTaskCancelled { task } => {
                 ops.push(IndexOp::DeleteUserTask { instance, task: *task });
+            }
+            Event::UserTaskAssigned { task, assignee } => {
+                ops.push(IndexOp::AssignUserTask { instance, task: *task, assignee: assignee.clone() });
             }
             Event::IncidentRaised { incident, element, kind, message, job, .. } => {
                 ops.push(IndexOp::PutIncident(IncidentEntry {
