@@ -140,6 +140,8 @@ pub struct Deployed {
     pub version: u32,
     /// False when identical content was already deployed and that version is returned.
     pub new: bool,
+    /// The file of the call it came from.
+    pub resource_name: String,
 }
 
 /// A job as handed to a connector or worker.
@@ -411,49 +413,94 @@ impl<S: Store> Engine<S> {
     /// Deploys a `.bpmn` (every executable process in it) or `.dmn` file. Invalid files are refused with
     /// their diagnostics; identical content returns the existing versions.
     pub fn deploy(&self, resource_name: &str, bytes: &[u8], actor: &Actor) -> Result<Vec<Deployed>> {
+        self.deploy_all(&[(resource_name, bytes)], actor)
+    }
+
+    /// Deploys several files at once, all or nothing: each is validated (and each process compiled)
+    /// first, then every new version is written in one atomic store write, and only then loaded. A file
+    /// whose content is deployed already (or repeats an earlier file of the same call) returns its
+    /// versions. Put `.dmn` files before the processes that call their decisions.
+    pub fn deploy_all(&self, files: &[(&str, &[u8])], actor: &Actor) -> Result<Vec<Deployed>> {
         let _admin = lock(&self.admin);
-        let hash = content_hash(bytes);
         let existing = self.store.deployments()?;
-        let same: Vec<Deployed> = existing
-            .iter()
-            .filter(|d| d.content_hash == hash)
-            .map(|d| Deployed { process_id: d.process_id.clone(), version: d.version, new: false })
-            .collect();
-        if !same.is_empty() {
-            return Ok(same);
-        }
-        let process_ids: Vec<String> = if resource_name.ends_with(".dmn") {
-            let model = DecisionModel::parse(bytes).map_err(EngineError::Invalid)?;
-            model.decision_ids()
-        } else {
-            let parsed = crate::check(bytes);
-            if has_errors(&parsed.diagnostics) {
-                return Err(EngineError::Invalid(
-                    parsed.diagnostics.into_iter().filter(Diagnostic::is_error).collect(),
-                ));
-            }
-            let definitions = parsed.definitions.ok_or(EngineError::Invalid(Vec::new()))?;
-            definitions.processes.iter().filter(|p| p.is_executable).map(|p| p.id.0.clone()).collect()
-        };
+        let mut planned: Vec<Deployment> = Vec::new();
         let mut deployed = Vec::new();
-        for process_id in process_ids {
-            let version =
-                existing.iter().filter(|d| d.process_id == process_id).map(|d| d.version).max().unwrap_or(0)
-                    + 1;
-            let deployment = Deployment {
-                process_id: process_id.clone(),
-                version,
-                content_hash: hash.clone(),
-                resource_name: resource_name.to_owned(),
-                xml: bytes.to_vec(),
-                deployed_at: self.now(),
-                deployed_by: actor.clone(),
-                enabled: true,
+        for (resource_name, bytes) in files {
+            let hash = content_hash(bytes);
+            let same: Vec<Deployed> = existing
+                .iter()
+                .chain(&planned)
+                .filter(|d| d.content_hash == hash)
+                .map(|d| Deployed {
+                    process_id: d.process_id.clone(),
+                    version: d.version,
+                    new: false,
+                    resource_name: (*resource_name).to_owned(),
+                })
+                .collect();
+            if !same.is_empty() {
+                deployed.extend(same);
+                continue;
+            }
+            let process_ids: Vec<String> = if resource_name.ends_with(".dmn") {
+                let model = DecisionModel::parse(bytes).map_err(EngineError::Invalid)?;
+                model.decision_ids()
+            } else {
+                let parsed = crate::check(bytes);
+                if has_errors(&parsed.diagnostics) {
+                    return Err(EngineError::Invalid(
+                        parsed.diagnostics.into_iter().filter(Diagnostic::is_error).collect(),
+                    ));
+                }
+                let definitions = parsed.definitions.ok_or(EngineError::Invalid(Vec::new()))?;
+                let ids: Vec<String> = definitions
+                    .processes
+                    .iter()
+                    .filter(|p| p.is_executable)
+                    .map(|p| p.id.0.clone())
+                    .collect();
+                for id in &ids {
+                    ProcessDefinition::compile(&definitions, id, 1).map_err(EngineError::Invalid)?;
+                }
+                ids
             };
-            self.load(&deployment)?;
-            let operation = self.definition_operation(&deployment, OperationKind::Create, None, actor);
-            self.store.put_deployment(&deployment, operation)?;
-            deployed.push(Deployed { process_id, version, new: true });
+            for process_id in process_ids {
+                let version = existing
+                    .iter()
+                    .chain(&planned)
+                    .filter(|d| d.process_id == process_id)
+                    .map(|d| d.version)
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                planned.push(Deployment {
+                    process_id: process_id.clone(),
+                    version,
+                    content_hash: hash.clone(),
+                    resource_name: (*resource_name).to_owned(),
+                    xml: bytes.to_vec(),
+                    deployed_at: self.now(),
+                    deployed_by: actor.clone(),
+                    enabled: true,
+                });
+                deployed.push(Deployed {
+                    process_id,
+                    version,
+                    new: true,
+                    resource_name: (*resource_name).to_owned(),
+                });
+            }
+        }
+        if planned.is_empty() {
+            return Ok(deployed);
+        }
+        let operations = planned
+            .iter()
+            .map(|deployment| self.definition_operation(deployment, OperationKind::Create, None, actor))
+            .collect();
+        self.store.put_deployments(&planned, operations)?;
+        for deployment in &planned {
+            self.load(deployment)?;
         }
         self.reconcile_schedules()?;
         Ok(deployed)
@@ -1404,7 +1451,10 @@ mod tests {
         let (engine, clock) = engine();
         let registrar = Actor::user("registrar-1", Some("Civil Registry".to_owned()));
         let deployed = engine.deploy("pay.bpmn", PROCESS.as_bytes(), &registrar).unwrap();
-        assert_eq!(deployed, [Deployed { process_id: "pay".into(), version: 1, new: true }]);
+        assert_eq!(
+            deployed,
+            [Deployed { process_id: "pay".into(), version: 1, new: true, resource_name: "pay.bpmn".into() }]
+        );
         assert!(!engine.deploy("pay.bpmn", PROCESS.as_bytes(), &registrar).unwrap()[0].new);
 
         let instance = engine.start("pay", VariableMap::new(), Some("B-1".into()), &registrar).unwrap();

@@ -68,6 +68,7 @@ macro_rules! for_every_backend {
 }
 
 for_every_backend!(
+    several_files_deploy_all_or_nothing,
     a_message_correlates_to_one_waiting_instance_per_process,
     a_message_starts_a_process_with_a_matching_message_start_event,
     a_buffered_message_reaches_a_later_subscription_until_its_time_to_live_ends,
@@ -468,6 +469,50 @@ fn a_definition_in_use_cannot_be_deleted<S: Store>(h: Harness<S>) {
         Err(EngineError::UnknownProcess(_))
     ));
     assert_eq!(verify_all(&h), 2);
+}
+
+fn several_files_deploy_all_or_nothing<S: Store>(h: Harness<S>) {
+    let payment = one_task("payment", "pay");
+    let refund = one_task("refund", "refund");
+    // The second file is broken: neither is deployed, and nothing is in the operation log.
+    let broken = one_task("broken", "x").replace("<bpmn:endEvent", "<bpmn:nonsense");
+    let refused = h
+        .engine
+        .deploy_all(&[("payment.bpmn", payment.as_bytes()), ("broken.bpmn", broken.as_bytes())], &admin());
+    assert!(matches!(refused, Err(EngineError::Invalid(_))), "{refused:?}");
+    assert_eq!(h.engine.store().deployments().unwrap(), []);
+    assert_eq!(h.engine.operations(&OperationFilter::default(), 0, 100).unwrap(), []);
+    assert!(matches!(
+        h.engine.start("payment", VariableMap::new(), None, &registrar()),
+        Err(EngineError::UnknownProcess(_))
+    ));
+    // Both valid: one write, two versions; the same content twice in one call is one version.
+    let deployed = h
+        .engine
+        .deploy_all(
+            &[
+                ("payment.bpmn", payment.as_bytes()),
+                ("refund.bpmn", refund.as_bytes()),
+                ("payment-copy.bpmn", payment.as_bytes()),
+            ],
+            &admin(),
+        )
+        .unwrap();
+    let shown: Vec<(&str, u32, bool, &str)> = deployed
+        .iter()
+        .map(|d| (d.process_id.as_str(), d.version, d.new, d.resource_name.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("payment", 1, true, "payment.bpmn"),
+            ("refund", 1, true, "refund.bpmn"),
+            ("payment", 1, false, "payment-copy.bpmn")
+        ]
+    );
+    assert_eq!(h.engine.store().deployments().unwrap().len(), 2);
+    assert_eq!(h.engine.operations(&OperationFilter::default(), 0, 100).unwrap().len(), 2);
+    h.engine.start("refund", VariableMap::new(), None, &registrar()).unwrap();
 }
 
 /// (kind, target, actor user) of each operation, for compact comparison.

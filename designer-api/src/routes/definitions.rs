@@ -163,16 +163,18 @@ pub async fn deploy<S: Store + 'static>(
     let deployed = state
         .blocking(move |engine| {
             let mut deployed = Vec::new();
-            for (name, bytes) in files {
-                for one in engine.deploy(&name, &bytes, &actor)? {
-                    deployed.push(DeployedView {
-                        resource_name: name.clone(),
-                        key: format!("{}:{}", one.process_id, one.version),
-                        process_id: one.process_id,
-                        version: one.version,
-                        new: one.new,
-                    });
-                }
+            // One atomic write for every file: all deployed, or none.
+            let all: Vec<(&str, &[u8])> =
+                files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_ref())).collect();
+            let versions = engine.deploy_all(&all, &actor)?;
+            for one in versions {
+                deployed.push(DeployedView {
+                    resource_name: one.resource_name,
+                    key: format!("{}:{}", one.process_id, one.version),
+                    process_id: one.process_id,
+                    version: one.version,
+                    new: one.new,
+                });
             }
             Ok(deployed)
         })

@@ -555,15 +555,18 @@ impl<K: Kv + 'static> KvStore<K> {
 }
 
 impl<K: Kv + 'static> Store for KvStore<K> {
-    fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()> {
-        self.write(
-            vec![Write::Put(
-                Tree::Deployments,
-                keys::deployment(&deployment.process_id, deployment.version),
-                encode(deployment)?,
-            )],
-            vec![operation],
-        )
+    fn put_deployments(&self, deployments: &[Deployment], operations: Vec<Operation>) -> Result<()> {
+        let writes = deployments
+            .iter()
+            .map(|deployment| {
+                Ok(Write::Put(
+                    Tree::Deployments,
+                    keys::deployment(&deployment.process_id, deployment.version),
+                    encode(deployment)?,
+                ))
+            })
+            .collect::<Result<Vec<Write>>>()?;
+        self.write(writes, operations)
     }
 
     fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()> {

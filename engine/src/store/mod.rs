@@ -392,7 +392,11 @@ impl InstanceFilter {
 /// The storage contract every backend meets (see the module's `# Contract`).
 pub trait Store: Send + Sync {
     /// Saves a new deployment, or replaces one (enable / disable), with its operation-log entry.
-    fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()>;
+    fn put_deployment(&self, deployment: &Deployment, operation: Operation) -> Result<()> {
+        self.put_deployments(std::slice::from_ref(deployment), vec![operation])
+    }
+    /// Saves several deployments and their operation-log entries in one atomic write: all or none.
+    fn put_deployments(&self, deployments: &[Deployment], operations: Vec<Operation>) -> Result<()>;
     /// Removes a deployment (the caller checked that no instance uses it).
     fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()>;
     /// Every deployment, ordered by process id, then version.
