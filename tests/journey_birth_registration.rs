@@ -306,7 +306,7 @@ async fn a_late_registration_waits_for_a_registrar_and_after_three_days_a_superv
     journey.task(key, "Activity_SupervisorReview").await;
     assert_eq!(journey.open_tasks(key), ["Activity_SupervisorReview"], "the registrar's task was withdrawn");
     assert!(tasks_of(&journey, "registrars").await.is_empty());
-    let (status, _) = journey
+    let (status, body) = journey
         .api_as(
             REGISTRAR_TOKEN,
             Method::POST,
@@ -314,7 +314,8 @@ async fn a_late_registration_waits_for_a_registrar_and_after_three_days_a_superv
             Some(json!({"variables": {"approved": true}})),
         )
         .await;
-    assert_eq!(status, 404, "the registrar can no longer decide");
+    assert_eq!(status, 409, "the registrar can no longer decide: {body}");
+    assert!(body["message"].as_str().unwrap().contains("no longer open: it was cancelled"), "{body}");
 
     let supervisors = tasks_of(&journey, "registrar-supervisors").await;
     assert_eq!(supervisors.len(), 1, "{supervisors:?}");
