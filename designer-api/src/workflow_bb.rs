@@ -404,28 +404,8 @@ pub async fn delete_process<S: Store + 'static>(
     let actor = auth.actor();
     let process_id = id.clone();
     let check = versions.clone();
-    state
-        .blocking(move |engine| {
-            for version in &check {
-                let filter = InstanceFilter {
-                    process_id: Some(process_id.clone()),
-                    version: Some(*version),
-                    ..InstanceFilter::default()
-                };
-                if !engine.instances(&filter, None, 1)?.is_empty() {
-                    return Err(govflow_engine::engine::EngineError::InUse {
-                        process_id: process_id.clone(),
-                        version: *version,
-                        n_instances: 1,
-                    });
-                }
-            }
-            for version in check {
-                engine.delete_definition(&process_id, version, &actor)?;
-            }
-            Ok(())
-        })
-        .await?;
+    // Every version or none (409 when an instance uses any of them).
+    state.blocking(move |engine| engine.delete_definitions(&process_id, &check, &actor)).await?;
     for version in versions {
         state.forget_process_info(&id, version);
     }

@@ -465,14 +465,12 @@ impl<S: Store> Engine<S> {
                 ids
             };
             for process_id in process_ids {
-                let version = existing
-                    .iter()
-                    .chain(&planned)
-                    .filter(|d| d.process_id == process_id)
-                    .map(|d| d.version)
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
+                let planned_before =
+                    planned.iter().filter(|d| d.process_id == process_id).map(|d| d.version).max();
+                let version = match planned_before {
+                    Some(version) => version,
+                    None => self.store.last_version(&process_id)?,
+                } + 1;
                 planned.push(Deployment {
                     process_id: process_id.clone(),
                     version,
@@ -552,23 +550,37 @@ impl<S: Store> Engine<S> {
 
     /// Deletes a deployed process version that no instance uses.
     pub fn delete_definition(&self, process_id: &str, version: u32, actor: &Actor) -> Result<()> {
+        self.delete_definitions(process_id, &[version], actor)
+    }
+
+    /// Deletes deployed versions of a process, all or none: each must exist and no instance may use
+    /// any of them; then one atomic store write removes them all.
+    pub fn delete_definitions(&self, process_id: &str, versions: &[u32], actor: &Actor) -> Result<()> {
         let _admin = lock(&self.admin);
-        let deployment = self
-            .store
-            .deployment(process_id, version)?
-            .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
-        let filter = InstanceFilter {
-            process_id: Some(process_id.to_owned()),
-            version: Some(version),
-            ..InstanceFilter::default()
-        };
-        let n_instances = self.store.instances(&filter, None, usize::MAX)?.len();
-        if n_instances > 0 {
-            return Err(EngineError::InUse { process_id: process_id.to_owned(), version, n_instances });
+        let mut operations = Vec::with_capacity(versions.len());
+        for &version in versions {
+            let deployment = self
+                .store
+                .deployment(process_id, version)?
+                .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
+            let filter = InstanceFilter {
+                process_id: Some(process_id.to_owned()),
+                version: Some(version),
+                ..InstanceFilter::default()
+            };
+            let n_instances = self.store.instances(&filter, None, usize::MAX)?.len();
+            if n_instances > 0 {
+                return Err(EngineError::InUse { process_id: process_id.to_owned(), version, n_instances });
+            }
+            operations.push(self.definition_operation(&deployment, OperationKind::Delete, None, actor));
         }
-        let operation = self.definition_operation(&deployment, OperationKind::Delete, None, actor);
-        self.store.delete_deployment(process_id, version, operation)?;
-        lock(&self.definitions).remove(&(process_id.to_owned(), version));
+        let keys: Vec<(String, u32)> = versions.iter().map(|&v| (process_id.to_owned(), v)).collect();
+        self.store.delete_deployments(&keys, operations)?;
+        let mut definitions = lock(&self.definitions);
+        for key in &keys {
+            definitions.remove(key);
+        }
+        drop(definitions);
         self.reconcile_schedules()?;
         Ok(())
     }

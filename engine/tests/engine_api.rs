@@ -513,6 +513,25 @@ fn several_files_deploy_all_or_nothing<S: Store>(h: Harness<S>) {
     assert_eq!(h.engine.store().deployments().unwrap().len(), 2);
     assert_eq!(h.engine.operations(&OperationFilter::default(), 0, 100).unwrap().len(), 2);
     h.engine.start("refund", VariableMap::new(), None, &registrar()).unwrap();
+
+    // Deleting versions is all or none too: version 1 of refund has an instance, so version 2 stays.
+    h.engine.deploy("refund.bpmn", one_task("refund", "refund.v2").as_bytes(), &admin()).unwrap();
+    let refused = h.engine.delete_definitions("refund", &[2, 1], &admin());
+    assert!(matches!(refused, Err(EngineError::InUse { version: 1, .. })), "{refused:?}");
+    assert!(h.engine.store().deployment("refund", 2).unwrap().is_some());
+    h.engine.delete_definitions("payment", &[1], &admin()).unwrap();
+    h.engine.deploy("payment.bpmn", one_task("payment", "pay.v2").as_bytes(), &admin()).unwrap();
+    h.engine.deploy("payment.bpmn", one_task("payment", "pay.v3").as_bytes(), &admin()).unwrap();
+    h.engine.delete_definitions("payment", &[2, 3], &admin()).unwrap();
+    assert!(h.engine.store().deployments().unwrap().iter().all(|d| d.process_id == "refund"));
+    let deletes = h
+        .engine
+        .operations(&OperationFilter::default(), 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|op| op.kind == OperationKind::Delete)
+        .count();
+    assert_eq!(deletes, 3);
 }
 
 /// (kind, target, actor user) of each operation, for compact comparison.

@@ -314,6 +314,23 @@ fn deployments_are_listed_by_process_then_version(mut backend: Backend) {
     assert_eq!(backend.store().deployment("birth", 1).unwrap(), None);
     backend.restart();
     assert_eq!(backend.store().deployments().unwrap(), expected);
+
+    // Deleting the highest version keeps its number taken, across a restart; two deletions and a save of
+    // two processes are one write each.
+    assert_eq!(backend.store().last_version("birth-registration").unwrap(), 10);
+    let gone = [("birth-registration".to_owned(), 10), ("birth-registration".to_owned(), 2)];
+    let operations = vec![creation(&written[1]), creation(&written[2])];
+    backend.store().delete_deployments(&gone, operations).unwrap();
+    backend.restart();
+    assert_eq!(backend.store().deployments().unwrap(), [written[3].clone(), written[0].clone()]);
+    assert_eq!(backend.store().last_version("birth-registration").unwrap(), 10);
+    assert_eq!(backend.store().last_version("death-registration").unwrap(), 1);
+    assert_eq!(backend.store().last_version("marriage-registration").unwrap(), 0);
+    let both = [deployment("marriage-registration", 1), deployment("death-registration", 2)];
+    let operations = both.iter().map(creation).collect();
+    backend.store().put_deployments(&both, operations).unwrap();
+    assert_eq!(backend.store().last_version("death-registration").unwrap(), 2);
+    assert_eq!(backend.store().deployments().unwrap().len(), 4);
 }
 
 fn instance_keys_never_repeat_even_after_a_restart(mut backend: Backend) {

@@ -152,6 +152,14 @@ pub const NEXT_INSTANCE: &[u8] = b"next_instance";
 /// The first buffered-message key not yet reserved.
 pub const NEXT_MESSAGE: &[u8] = b"next_message";
 
+/// (In `Meta`) the highest version ever deployed of a process, kept when versions are deleted so that
+/// a number is never given twice: `last_version` + length-prefixed process id → big-endian u32.
+pub fn last_version(process_id: &str) -> Vec<u8> {
+    let mut key = b"last_version".to_vec();
+    string(&mut key, process_id);
+    key
+}
+
 fn string(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(text.as_bytes());

@@ -556,7 +556,7 @@ impl<K: Kv + 'static> KvStore<K> {
 
 impl<K: Kv + 'static> Store for KvStore<K> {
     fn put_deployments(&self, deployments: &[Deployment], operations: Vec<Operation>) -> Result<()> {
-        let writes = deployments
+        let mut writes = deployments
             .iter()
             .map(|deployment| {
                 Ok(Write::Put(
@@ -566,14 +566,54 @@ impl<K: Kv + 'static> Store for KvStore<K> {
                 ))
             })
             .collect::<Result<Vec<Write>>>()?;
+        let mut last: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for deployment in deployments {
+            let seen = last.entry(deployment.process_id.as_str()).or_insert(0);
+            *seen = (*seen).max(deployment.version);
+        }
+        for (process_id, version) in last {
+            if version > self.last_version(process_id)? {
+                writes.push(Write::Put(
+                    Tree::Meta,
+                    keys::last_version(process_id),
+                    version.to_be_bytes().to_vec(),
+                ));
+            }
+        }
         self.write(writes, operations)
     }
 
-    fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()> {
-        self.write(
-            vec![Write::Delete(Tree::Deployments, keys::deployment(process_id, version))],
-            vec![operation],
-        )
+    fn last_version(&self, process_id: &str) -> Result<u32> {
+        let recorded = match self.kv.get(Tree::Meta, &keys::last_version(process_id))? {
+            Some(bytes) => u32::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("last version of '{process_id}'")))?,
+            ),
+            None => 0,
+        };
+        // Stores written before the key existed: the highest deployment left.
+        let prefix = keys::deployment_prefix(process_id);
+        let deployed = self
+            .scan_prefix(Tree::Deployments, &prefix, usize::MAX)?
+            .iter()
+            .filter_map(|(key, _)| {
+                key.get(prefix.len()..).and_then(|v| v.try_into().ok()).map(u32::from_be_bytes)
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(recorded.max(deployed))
+    }
+
+    fn delete_deployments(&self, versions: &[(String, u32)], operations: Vec<Operation>) -> Result<()> {
+        let writes = versions
+            .iter()
+            .map(|(process_id, version)| {
+                Write::Delete(Tree::Deployments, keys::deployment(process_id, *version))
+            })
+            .collect();
+        self.write(writes, operations)
     }
 
     fn deployments(&self) -> Result<Vec<Deployment>> {

@@ -397,8 +397,15 @@ pub trait Store: Send + Sync {
     }
     /// Saves several deployments and their operation-log entries in one atomic write: all or none.
     fn put_deployments(&self, deployments: &[Deployment], operations: Vec<Operation>) -> Result<()>;
+    /// The highest version of `process_id` ever saved, deleted ones included (0: none): a new version
+    /// is numbered after it, so no number is given twice.
+    fn last_version(&self, process_id: &str) -> Result<u32>;
     /// Removes a deployment (the caller checked that no instance uses it).
-    fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()>;
+    fn delete_deployment(&self, process_id: &str, version: u32, operation: Operation) -> Result<()> {
+        self.delete_deployments(&[(process_id.to_owned(), version)], vec![operation])
+    }
+    /// Removes several deployments and logs their operations in one atomic write: all or none.
+    fn delete_deployments(&self, versions: &[(String, u32)], operations: Vec<Operation>) -> Result<()>;
     /// Every deployment, ordered by process id, then version.
     fn deployments(&self) -> Result<Vec<Deployment>>;
     fn deployment(&self, process_id: &str, version: u32) -> Result<Option<Deployment>>;
