@@ -582,3 +582,48 @@ async fn a_client_the_mediator_does_not_allow_gets_an_incident_naming_the_x_road
     assert_eq!(log.len(), 1);
     assert!(!log[0].allowed);
 }
+
+/// A registries create retried after its answer was lost: the registry refuses it as a duplicate, and the
+/// connector finds the record holding every field it meant to write, its own earlier write, and completes.
+/// A first attempt refused as a duplicate, or a retry that finds a different record under the same ID,
+/// throws `DUPLICATE_RECORD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_registries_create_that_finds_its_own_record_completes() {
+    use govflow_connectors::connector::{ConnectorError, ConnectorRequest, Outcome};
+    let sandbox = govflow_connectors::sandbox::Sandbox::start(bb_support::sandbox_config()).await.unwrap();
+    let config = bb_support::direct_config(&sandbox, "http://127.0.0.1:9/callbacks");
+    let connectors = govflow_connectors::bb::all(std::sync::Arc::new(config)).unwrap();
+    let connector =
+        connectors.iter().find(|c| c.job_types().iter().any(|t| t == registries::CREATE)).unwrap().clone();
+    let create = |record: Value, attempt: u32| ConnectorRequest {
+        job_type: registries::CREATE.to_owned(),
+        element: "create".to_owned(),
+        variables: [("record".to_owned(), record)].into_iter().collect(),
+        headers: [("registry", "civil-register"), ("version", "1.0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        idempotency_key: "7-42".to_owned(),
+        attempt,
+        user: None,
+    };
+    let record = json!({"ID": "BC-RETRY-1", "certificateNumber": "BC-RETRY-1", "childFirstName": "Zawadi",
+                        "parents": {"mother": "M-1"}});
+    // The first attempt wrote the record; its answer was lost (the job failed and is retried).
+    let first = connector.invoke(create(record.clone(), 1)).await.unwrap();
+    assert!(matches!(first, Outcome::Complete(_)));
+    let retried = connector.invoke(create(record.clone(), 2)).await.unwrap();
+    let Outcome::Complete(outputs) = retried else { panic!("the retry completes: {retried:?}") };
+    assert_eq!(outputs["record"], record);
+    assert_eq!(sandbox.registry("civil-register").iter().filter(|r| r["ID"] == "BC-RETRY-1").count(), 1);
+
+    // The same record on a first attempt: somebody else's, a duplicate.
+    let again = connector.invoke(create(record.clone(), 1)).await.unwrap_err();
+    assert!(matches!(&again, ConnectorError::Business { code, .. } if code == registries::DUPLICATE_RECORD));
+    // A retry whose record differs from the one under that ID: not its own, a duplicate.
+    let other = json!({"ID": "BC-RETRY-1", "certificateNumber": "BC-RETRY-1", "childFirstName": "Imani"});
+    let differs = connector.invoke(create(other, 3)).await.unwrap_err();
+    assert!(
+        matches!(&differs, ConnectorError::Business { code, .. } if code == registries::DUPLICATE_RECORD)
+    );
+}

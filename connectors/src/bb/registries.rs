@@ -18,8 +18,13 @@
 //!
 //! # Idempotency
 //! The Data API has no request id. read, exists, list, update, updateOrCreate and delete are safe to
-//! repeat; `create` is not: repeated after a lost answer it finds its own record and throws
-//! `DUPLICATE_RECORD`. Journeys that must write exactly once use `updateOrCreate`.
+//! repeat. `create` is made safe to *retry*: when a retry (attempt 2 or later, e.g. after a timeout whose
+//! answer was lost) is refused as a duplicate, the connector reads the registry with every field it meant
+//! to write as the query; a record that has them all is its own earlier write, and the job completes with
+//! it. A first attempt refused as a duplicate throws `DUPLICATE_RECORD` whatever the record holds (two
+//! applications for the same birth must not both succeed). Not covered: a create redelivered after a
+//! crash of govflow is a first attempt again (the attempt count lives in the job's failures); journeys
+//! that must write exactly once whatever happens use `updateOrCreate`.
 //!
 //! Leaves out: `updateEntries`, `readValue` and `myPersonalDataUsage`, and the Database API.
 
@@ -135,6 +140,16 @@ impl Connector for RegistriesConnector {
             let target = Target::of(&request)?;
             let call = build(operation, &target, &request, &client_id(&client, &request)?)?;
             let response = client.call(Bb::Registries, call).await?;
+            if operation == Operation::Create && response.status == 409 && request.attempt > 1 {
+                if let Some(record) = own_earlier_create(&client, &request, &target).await? {
+                    tracing::info!(
+                        job = %request.idempotency_key,
+                        registry = %target.registry,
+                        "registries create retried: the record written by an earlier attempt is taken as created"
+                    );
+                    return Ok(complete([("record", record)]));
+                }
+            }
             interpret(operation, &request, &response)
         })
     }
@@ -285,6 +300,19 @@ fn build(
     Ok(call
         .header("Information-Mediator-Client", client_id)
         .for_job(&request.idempotency_key, request.user.as_deref()))
+}
+
+/// On a retried create refused as a duplicate: the record in the registry that holds every field the job
+/// meant to write (its own earlier attempt's write), if there is one.
+async fn own_earlier_create(
+    client: &BbClient,
+    request: &ConnectorRequest,
+    target: &Target,
+) -> Result<Option<Value>, ConnectorError> {
+    let record = require_object(request, "record")?;
+    let query = Value::Object(record.clone());
+    let found = read_one(client, request, &target.registry, &target.version, query).await?;
+    Ok(found.filter(|stored| record.iter().all(|(field, value)| stored.get(field) == Some(value))))
 }
 
 /// The job's outcome from the registry's answer.
