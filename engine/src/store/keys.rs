@@ -10,7 +10,7 @@
 //! # Layout
 //! | tree | key | value |
 //! |---|---|---|
-//! | `meta` | `format_version`, `time_scale`, `next_instance` | u32 / f64 / u64, big-endian |
+//! | `meta` | `format_version`, `time_scale`, `next_instance`; `last_version` + process id (added in format 2, read as "none" when absent) | u32 / f64 / u64 / u32, big-endian |
 //! | `deployments` | (process id, version u32) | `Deployment` JSON |
 //! | `records` | (instance u64, last seq u64 of the batch) | JSON array of the batch's `RecordedEvent`s |
 //! | `instances` | instance u64 | `StoredInstance` JSON (snapshot, chain head) |
