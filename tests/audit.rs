@@ -116,29 +116,65 @@ fn open_raw(dir: &Path) -> sled::Db {
     }
 }
 
+/// Where record `seq` (below 128) starts in a stored batch: records are stored in batches, one value per
+/// command, in MessagePack with field names; each record is the array `[seq, event, hash]` and each event a
+/// map whose first key is `type`.
+fn record_start(value: &[u8], seq: u8) -> Option<usize> {
+    value.windows(8).position(|w| {
+        w[0] == 0x93 && w[1] == seq && (w[2] & 0xf0 == 0x80 || w[2] == 0xde) && w[3..8] == *b"\xa4type"
+    })
+}
+
+/// The first string value of the event that starts at `at` (past its `type`) that holds a letter: the
+/// element or flow id it names. Walks the map's leading entries (short strings and small integers only).
+fn first_name_in_event(value: &[u8], at: usize) -> usize {
+    // Past the map header and the key `type` (one header byte and four letters): the type's own value,
+    // the event's name, which is skipped.
+    let mut i = at + 6;
+    let mut is_value = true;
+    loop {
+        let header = value[i];
+        let (len, skip) = match header {
+            0xa0..=0xbf => (usize::from(header & 0x1f), 1),
+            0xd9 => (usize::from(value[i + 1]), 2),
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 => (0, 1),
+            0xcc => (1, 1),
+            0xcd => (2, 1),
+            0xce => (4, 1),
+            0xcf => (8, 1),
+            other => panic!("unexpected MessagePack byte {other:#x} at {i}"),
+        };
+        let text = &value[i + skip..i + skip + len];
+        if is_value && matches!(header, 0xa0..=0xbf | 0xd9) && i > at + 6 {
+            if let Some(letter) = text.iter().position(u8::is_ascii_alphabetic) {
+                return i + skip + letter;
+            }
+        }
+        i += skip + len;
+        is_value = !is_value;
+    }
+}
+
+fn batch_holding(db: &sled::Db, instance: u64, seq: u8) -> (sled::IVec, Vec<u8>, usize) {
+    db.scan_prefix([Tree::Records.prefix()])
+        .map(Result::unwrap)
+        .find_map(|(key, value)| {
+            let at = record_start(&value, seq)?;
+            (key[1..9] == instance.to_be_bytes()).then(|| (key, value.to_vec(), at))
+        })
+        .expect("the batch holding the record")
+}
+
 #[test]
 fn changing_one_byte_of_a_stored_event_is_reported_with_its_sequence_number() {
     let dir = data_dir("tamper");
     run_journey(&dir);
     {
-        // An insider edits the stored JSON of record 5 of instance 1: one letter of its event (the element
-        // or flow id it names). Records are stored in batches, one value per command, each record as
-        // `[seq, event, hash]`: find the batch that holds record 5.
+        // An insider edits the stored record 5 of instance 1: one letter of its event (the element or flow
+        // id it names), keeping the value well formed.
         let db = open_raw(&dir);
-        let prefix = [Tree::Records.prefix()];
-        let marker = b"[5,{\"type\":\"";
-        let (key, value) = db
-            .scan_prefix(prefix)
-            .map(Result::unwrap)
-            .find(|(key, value)| {
-                key[1..9] == 1u64.to_be_bytes() && value.windows(marker.len()).any(|w| w == marker)
-            })
-            .expect("the batch holding record 5");
-        let mut value = value.to_vec();
-        let record = value.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
-        // The first string value after the event's type: `..."element":"verify-mother"...`.
-        let field = record + value[record..].windows(3).position(|w| w == b"\":\"").unwrap() + 3;
-        let at = field + value[field..].iter().position(u8::is_ascii_alphabetic).unwrap();
+        let (key, mut value, record) = batch_holding(&db, 1, 5);
+        let at = first_name_in_event(&value, record + 2);
         value[at] = if value[at] == b'x' { b'y' } else { b'x' };
         db.insert(key, value).unwrap();
         db.flush().unwrap();
@@ -154,17 +190,11 @@ fn a_stored_batch_that_no_longer_parses_is_reported_not_skipped() {
     let dir = data_dir("garbled");
     run_journey(&dir);
     let seq = {
-        // One byte that breaks the JSON of the batch holding record 5.
+        // One byte that breaks the batch holding record 5: its event's map header becomes a reserved
+        // MessagePack byte.
         let db = open_raw(&dir);
-        let marker = b"[5,{";
-        let (key, value) = db
-            .scan_prefix([Tree::Records.prefix()])
-            .map(Result::unwrap)
-            .find(|(_, value)| value.windows(marker.len()).any(|w| w == marker))
-            .expect("the batch holding record 5");
-        let mut value = value.to_vec();
-        let at = value.windows(marker.len()).position(|w| w == marker).unwrap() + 3;
-        value[at] = b'(';
+        let (key, mut value, record) = batch_holding(&db, 1, 5);
+        value[record + 2] = 0xc1;
         let seq = u64::from_be_bytes(key[9..17].try_into().unwrap());
         db.insert(key, value).unwrap();
         db.flush().unwrap();

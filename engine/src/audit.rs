@@ -71,16 +71,38 @@ impl fmt::Display for Digest256 {
     }
 }
 
+/// 64 hex digits in human-readable formats (JSON: the canonical encoding, exports, the API); 32 raw bytes
+/// in binary ones (the store).
 impl Serialize for Digest256 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.with_hex(|hex| serializer.serialize_str(hex))
+        if serializer.is_human_readable() {
+            self.with_hex(|hex| serializer.serialize_str(hex))
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Digest256 {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Digest256, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Digest256::from_hex(&text).ok_or_else(|| serde::de::Error::custom("a hash must be 64 hex digits"))
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Digest256;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a hash: 64 hex digits or 32 bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Digest256, E> {
+                Digest256::from_hex(text).ok_or_else(|| E::custom("a hash must be 64 hex digits"))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Digest256, E> {
+                <[u8; 32]>::try_from(bytes).map(Digest256).map_err(|_| E::custom("a hash must be 32 bytes"))
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(Visitor)
+        } else {
+            deserializer.deserialize_bytes(Visitor)
+        }
     }
 }
 

@@ -11,28 +11,31 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `format_version`, `time_scale`, `next_instance`; `last_version` + process id (added in format 2, read as "none" when absent) | u32 / f64 / u64 / u32, big-endian |
-//! | `deployments` | (process id, version u32) | `Deployment` JSON |
-//! | `records` | (instance u64, last seq u64 of the batch) | JSON array of the batch's `RecordedEvent`s |
-//! | `instances` | instance u64 | `StoredInstance` JSON (snapshot, chain head) |
+//! | `deployments` | (process id, version u32) | `Deployment` |
+//! | `records` | (instance u64, last seq u64 of the batch) | the batch's `RecordedEvent`s (`RecordBatch`) |
+//! | `instances` | instance u64 | `StoredInstance` (snapshot, chain head) |
 //! | `jobs` | (job type, instance u64, job u64) | empty |
-//! | `timers` | (due ms, instance u64, timer u64) | `TimerEntry` JSON |
+//! | `timers` | (due ms, instance u64, timer u64) | `TimerEntry` |
 //! | `subscriptions` | (message name, correlation key, instance u64, subscription u64) | empty |
-//! | `outbox` | (instance u64, seq u64, index u32) | `OutboxEntry` JSON |
+//! | `outbox` | (instance u64, seq u64, index u32) | `OutboxEntry` |
 //! | `by_process` | (process id, version u32, instance u64) | empty |
 //! | `by_status` | (status u8, instance u64) | empty |
 //! | `by_business_key` | (business key, instance u64) | empty |
 //! | `by_start` | (started ms, instance u64) | empty |
-//! | `user_tasks` | (instance u64, task u64) | `UserTaskEntry` JSON |
-//! | `incidents` | (instance u64, incident u64) | `IncidentEntry` JSON |
-//! | `messages` | (message name, correlation key, message u64) | `BufferedMessage` JSON |
+//! | `user_tasks` | (instance u64, task u64) | `UserTaskEntry` |
+//! | `incidents` | (instance u64, incident u64) | `IncidentEntry` |
+//! | `messages` | (message name, correlation key, message u64) | `BufferedMessage` |
 //! | `message_ids` | message id | message key: (name, correlation key, message u64) |
 //! | `message_expiry` | (expires ms, message u64) | message key |
-//! | `operations` | seq u64 | `Operation` JSON |
+//! | `operations` | seq u64 | `Operation` |
 //! | `signal_subscriptions` | (signal name, instance u64, subscription u64) | empty |
-//! | `schedules` | (process id, start event id) | `ScheduleEntry` JSON (a timer start event's next start) |
+//! | `schedules` | (process id, start event id) | `ScheduleEntry` (a timer start event's next start) |
 //! | `by_parent` | (parent instance u64, call activity element instance u64, child instance u64) | empty |
 //!
 //! Times are milliseconds since the epoch with the sign bit flipped, so instants before 1970 sort first.
+//!
+//! Values are MessagePack with field names (`kv::encode`); values of stores written before are JSON and
+//! still read (`kv::decode` tells them by their first byte), so the value encoding is not a format change.
 
 use chrono::{DateTime, FixedOffset};
 
