@@ -115,7 +115,7 @@ async fn pays_once_a_month_until_the_child_turns_five_with_the_status_readable_t
         ("2027-02-28T09:00:00Z", "2027-02", "2027-03-31"),
         ("2027-03-31T09:00:00Z", "2027-03", "2027-04-30"),
     ];
-    for (i, (date, month, next)) in months.into_iter().enumerate() {
+    for (i, (date, month, next)) in months.iter().copied().enumerate() {
         let n = i as u64 + 1;
         let at = chrono::DateTime::parse_from_rfc3339(date).unwrap();
         journey.advance_to(&(at - chrono::Duration::minutes(1)).to_rfc3339());
@@ -123,6 +123,9 @@ async fn pays_once_a_month_until_the_child_turns_five_with_the_status_readable_t
         journey.advance_to(date);
         let benefit = paid(&journey, key, n).await;
         assert_eq!(benefit["nextPaymentDate"], next, "{benefit}");
+        if i + 1 < months.len() {
+            assert_eq!(benefit["status"], "active", "{benefit}");
+        }
         assert_eq!(number(&benefit["totalPaid"]), 40.0 * n as f64);
         let by_account = journey.paid_once();
         assert_eq!(by_account.len(), 1, "{by_account:#?}");
@@ -160,6 +163,7 @@ async fn pays_once_a_month_until_the_child_turns_five_with_the_status_readable_t
     );
     let variables = journey.variables(key);
     let benefit = &variables["benefit"];
+    assert_eq!(benefit["status"], "ended", "{benefit}");
     assert_eq!((benefit["paymentsMade"].as_u64(), benefit["paymentsFailed"].as_u64()), (Some(3), Some(0)));
     assert_eq!((benefit["month"].as_u64(), number(&benefit["totalPaid"])), (Some(3), 120.0));
     assert_eq!(variables["monthlyPayment"]["status"], "COMPLETED");
@@ -231,6 +235,13 @@ async fn a_benefit_stopped_message_stops_the_payments_and_records_why() {
     );
     assert!(journey.stored(key).state.timers.is_empty(), "the wait for the next payment is cancelled");
     assert_eq!(journey.var(key, "stopReason"), "the death of the child was registered");
+    // Her status through the API, as a third-party app shows it: stopped, when and why.
+    let benefit = status_through_the_api(&journey, key).await;
+    assert_eq!(
+        (benefit["status"].as_str(), benefit["stoppedOn"].as_str(), benefit["stopReason"].as_str()),
+        (Some("stopped"), Some("2027-01-14"), Some("the death of the child was registered")),
+        "{benefit}"
+    );
     let household = journey.records("social-registry", "nationalId", &mother.national_id);
     let support = &household[0]["maternalSupport"];
     assert_eq!(
