@@ -376,3 +376,71 @@ pub fn documented_operations() -> BTreeSet<(String, String)> {
     }
     operations
 }
+
+/// Two operators claim the same unclaimed task at the same moment, ten times over: each time exactly one
+/// gets it (200) and the other is told who holds it (409), whichever way the requests interleave: the
+/// claim is a compare-and-set in the engine, not a check in the API followed by a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_racing_for_one_task_never_both_get_it() {
+    use govflow_designer_api::{hash_token, TokenEntry};
+    let mut config = common::test_config();
+    for clerk in ["clerk-a", "clerk-b"] {
+        config.auth.tokens.push(TokenEntry {
+            sha256: hash_token(&format!("{clerk}-token")),
+            role: Operator,
+            user: clerk.to_owned(),
+            affiliation: None,
+        });
+    }
+    let app = TestApp::with_config(config).await;
+    let bpmn = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="d" targetNamespace="t">
+  <bpmn:process id="review" isExecutable="true">
+    <bpmn:startEvent id="s"><bpmn:outgoing>f1</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:userTask id="check" name="Check"><bpmn:incoming>f1</bpmn:incoming><bpmn:outgoing>f2</bpmn:outgoing></bpmn:userTask>
+    <bpmn:endEvent id="e"><bpmn:incoming>f2</bpmn:incoming></bpmn:endEvent>
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="check" />
+    <bpmn:sequenceFlow id="f2" sourceRef="check" targetRef="e" />
+  </bpmn:process>
+</bpmn:definitions>"#;
+    let deployed = app
+        .send(
+            Method::POST,
+            "/api/v1/deployments?name=review.bpmn",
+            Some(&token(Designer)),
+            Payload::Raw("application/xml", bpmn.as_bytes().to_vec()),
+        )
+        .await;
+    deployed.expect(201);
+    for _ in 0..10 {
+        let instance = app.start("review", json!({})).await;
+        let tasks = app.get(Operator, "/api/v1/user-tasks?processId=review").await;
+        let task = tasks.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["instance"] == instance)
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .unwrap();
+        let claim = |clerk: &'static str| {
+            let path = format!("/api/v1/user-tasks/{task}/claim");
+            let app = &app;
+            async move {
+                app.send(Method::POST, &path, Some(&format!("{clerk}-token")), Payload::Json(json!({}))).await
+            }
+        };
+        let (a, b) = tokio::join!(claim("clerk-a"), claim("clerk-b"));
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "a: {} b: {}", a.text(), b.text());
+        let winner = if a.status == 200 { "clerk-a" } else { "clerk-b" };
+        let loser = if a.status == 200 { &b } else { &a };
+        assert!(
+            loser.json["message"].as_str().unwrap().contains(&format!("claimed by '{winner}'")),
+            "{}",
+            loser.text()
+        );
+        let detail = app.get(Operator, &format!("/api/v1/user-tasks/{task}")).await;
+        assert_eq!(detail.json["assignee"], winner);
+    }
+}
