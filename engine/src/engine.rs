@@ -892,10 +892,13 @@ impl<S: Store> Engine<S> {
                 action: action.clone(),
             })
             .collect();
-        // A snapshot when the instance starts or changes status (listing reads status from it), and every
-        // SNAPSHOT_EVERY records; in between, readers fold the records after the last one.
-        let write_snapshot = previous.as_ref().is_none_or(|previous| previous.status != meta.status)
-            || stored.last_seq / SNAPSHOT_EVERY != last_seq / SNAPSHOT_EVERY;
+        // A snapshot when the instance changes status (listing reads status from it), and every
+        // SNAPSHOT_EVERY records; in between, readers fold the records after the last one. A new instance
+        // still active stores only its metadata (see `Batch::write_snapshot`): its records hold its state.
+        let write_snapshot = match &previous {
+            None => meta.status != InstanceStatus::Active,
+            Some(previous) => previous.status != meta.status,
+        } || stored.last_seq / SNAPSHOT_EVERY != last_seq / SNAPSHOT_EVERY;
         let batch = Batch {
             meta: meta.clone(),
             previous,

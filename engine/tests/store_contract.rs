@@ -29,7 +29,7 @@ use govflow_engine::store::sled::{open_sled, open_sled_with, SledKv};
 use govflow_engine::store::{
     index_changes, Batch, BufferedMessage, Deployment, IncidentEntry, IndexOp, InstanceFilter, InstanceMeta,
     JobEntry, Operation, OperationFilter, OperationKind, OperationTarget, OutboxEntry, SignalEntry, Store,
-    StoreError, SubscriptionEntry, TimerEntry, UserTaskEntry, STORE_FORMAT_VERSION,
+    StoreError, StoredInstance, SubscriptionEntry, TimerEntry, UserTaskEntry, STORE_FORMAT_VERSION,
 };
 use proptest::prelude::*;
 
@@ -102,6 +102,7 @@ for_every_backend!(
     indexes_and_outbox_follow_the_journey,
     a_committed_batch_is_all_there_after_a_restart,
     an_instance_reads_whole_when_its_snapshot_lags,
+    a_new_instance_without_a_snapshot_is_listed_and_reads_whole,
     timers_between_reads_a_slice_of_the_due_index,
     readers_never_see_half_a_batch,
     instances_are_listed_through_every_secondary_index_with_cursor_paging,
@@ -611,6 +612,47 @@ fn an_instance_reads_whole_when_its_snapshot_lags(mut backend: Backend) {
     let records = backend.store().records(key, 1, usize::MAX).unwrap();
     audit::verify_chain(key, &records).unwrap();
     assert_eq!(audit::replay(key, &records), journey.state);
+}
+
+/// The engine stores no snapshot for a new instance that is still running after its first command: the
+/// store keeps its metadata (so listings find it) and the empty state, and readers fold all its records.
+fn a_new_instance_without_a_snapshot_is_listed_and_reads_whole(mut backend: Backend) {
+    let definition = definition();
+    let key = backend.store().next_instance_key().unwrap();
+    let (mut journey, mut first) = Journey::start(&definition, key, "APP-9", at("2027-01-05T09:00:00Z"));
+    first.write_snapshot = false;
+    backend.store().commit(&first).unwrap();
+    let metadata_only = decode_stored(backend.kv(), key);
+    assert_eq!(
+        (metadata_only.last_seq, metadata_only.state),
+        (0, Instance::new(key)),
+        "no snapshot was stored"
+    );
+    for _ in 0..2 {
+        let store = backend.store();
+        let stored = store.instance(key).unwrap().unwrap();
+        assert_eq!(stored.state, journey.state, "the first records are folded onto the empty state");
+        assert_eq!(stored.last_seq, first.records.last().unwrap().seq);
+        assert_eq!(stored.last_hash, first.records.last().unwrap().hash);
+        assert_eq!(store.instance_meta(key).unwrap().unwrap().status, InstanceStatus::Active);
+        let listed = store.instances(&by_process(&definition.process_id.0, None), None, 10).unwrap();
+        assert_eq!(keys_of(&listed), vec![key.0]);
+        backend.restart();
+    }
+    // Its next batch chains on the folded head and, storing a snapshot, replaces the metadata-only entry.
+    let next = journey.complete(&definition, "verify-id", at("2027-01-05T09:10:00Z"));
+    backend.store().commit(&next).unwrap();
+    assert_eq!(decode_stored(backend.kv(), key).last_seq, next.records.last().unwrap().seq);
+    let records = backend.store().records(key, 1, usize::MAX).unwrap();
+    audit::verify_chain(key, &records).unwrap();
+    assert_eq!(audit::replay(key, &records), journey.state);
+    assert_eq!(backend.store().instance(key).unwrap().unwrap().state, journey.state);
+}
+
+/// The instance entry exactly as stored, without folding the records after it.
+fn decode_stored(kv: &dyn Kv, key: InstanceKey) -> StoredInstance {
+    let bytes = kv.get(Tree::Instances, &keys::instance(key)).unwrap().expect("an instance entry");
+    rmp_serde::from_slice(&bytes).unwrap()
 }
 
 /// Keys in generation `generation`: (generation, j) for j below `GENERATION_SIZE`, big-endian.

@@ -684,12 +684,22 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             },
             None => (0, Digest256::GENESIS),
         };
-        if batch.write_snapshot || batch.previous.is_none() {
+        if batch.write_snapshot {
             let stored = StoredInstance {
                 meta: batch.meta.clone(),
                 state: batch.snapshot.clone(),
                 last_seq,
                 last_hash,
+            };
+            writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
+        } else if batch.previous.is_none() {
+            // A new instance without a snapshot yet: its metadata (for listing) and the empty state its
+            // records fold from, so its first state is stored once, in its records.
+            let stored = StoredInstance {
+                meta: batch.meta.clone(),
+                state: Instance::new(instance),
+                last_seq: 0,
+                last_hash: Digest256::GENESIS,
             };
             writes.push(Write::Put(Tree::Instances, keys::instance(instance), encode(&stored)?));
         }

@@ -357,7 +357,8 @@ pub struct Batch {
     /// The instance's state after this batch.
     pub snapshot: Instance,
     /// Whether to store `snapshot` now. When false the stored snapshot lags behind the records and
-    /// `Store::instance` folds the records after it; a new instance's first batch always stores it.
+    /// `Store::instance` folds the records after it; a new instance's first batch then stores its
+    /// metadata with the empty state (`Instance::new`), so readers fold all its records.
     pub write_snapshot: bool,
     pub index_ops: Vec<IndexOp>,
     pub outbox: Vec<OutboxEntry>,
