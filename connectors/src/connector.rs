@@ -37,6 +37,9 @@ pub struct ConnectorRequest {
     pub idempotency_key: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The job may have been handed out before without its outcome being committed (delivered again
+    /// after a restart of govflow): its effect may already have happened, even on attempt 1.
+    pub redelivered: bool,
     /// The acting user, when the journey names one (the `actingUser` variable): `X-Road-UserId`.
     pub user: Option<String>,
 }
@@ -55,6 +58,7 @@ impl ConnectorRequest {
             headers: job.headers,
             idempotency_key: job.idempotency_key,
             attempt: job.attempt,
+            redelivered: job.redelivered,
             user,
         }
     }

@@ -595,7 +595,7 @@ async fn a_retried_registries_create_that_finds_its_own_record_completes() {
     let connectors = govflow_connectors::bb::all(std::sync::Arc::new(config)).unwrap();
     let connector =
         connectors.iter().find(|c| c.job_types().iter().any(|t| t == registries::CREATE)).unwrap().clone();
-    let create = |record: Value, attempt: u32| ConnectorRequest {
+    let create = |record: Value, attempt: u32, redelivered: bool| ConnectorRequest {
         job_type: registries::CREATE.to_owned(),
         element: "create".to_owned(),
         variables: [("record".to_owned(), record)].into_iter().collect(),
@@ -605,24 +605,31 @@ async fn a_retried_registries_create_that_finds_its_own_record_completes() {
             .collect(),
         idempotency_key: "7-42".to_owned(),
         attempt,
+        redelivered,
         user: None,
     };
     let record = json!({"ID": "BC-RETRY-1", "certificateNumber": "BC-RETRY-1", "childFirstName": "Zawadi",
                         "parents": {"mother": "M-1"}});
     // The first attempt wrote the record; its answer was lost (the job failed and is retried).
-    let first = connector.invoke(create(record.clone(), 1)).await.unwrap();
+    let first = connector.invoke(create(record.clone(), 1, false)).await.unwrap();
     assert!(matches!(first, Outcome::Complete(_)));
-    let retried = connector.invoke(create(record.clone(), 2)).await.unwrap();
+    let retried = connector.invoke(create(record.clone(), 2, false)).await.unwrap();
     let Outcome::Complete(outputs) = retried else { panic!("the retry completes: {retried:?}") };
     assert_eq!(outputs["record"], record);
     assert_eq!(sandbox.registry("civil-register").iter().filter(|r| r["ID"] == "BC-RETRY-1").count(), 1);
+    // govflow crashed after the write and before committing the completion: the job comes back after the
+    // restart as attempt 1 (nothing failed), marked redelivered, and completes too.
+    let redelivered = connector.invoke(create(record.clone(), 1, true)).await.unwrap();
+    let Outcome::Complete(outputs) = redelivered else { panic!("the redelivery completes: {redelivered:?}") };
+    assert_eq!(outputs["record"], record);
+    assert_eq!(sandbox.registry("civil-register").iter().filter(|r| r["ID"] == "BC-RETRY-1").count(), 1);
 
-    // The same record on a first attempt: somebody else's, a duplicate.
-    let again = connector.invoke(create(record.clone(), 1)).await.unwrap_err();
+    // The same record on a first delivery: somebody else's, a duplicate.
+    let again = connector.invoke(create(record.clone(), 1, false)).await.unwrap_err();
     assert!(matches!(&again, ConnectorError::Business { code, .. } if code == registries::DUPLICATE_RECORD));
     // A retry whose record differs from the one under that ID: not its own, a duplicate.
     let other = json!({"ID": "BC-RETRY-1", "certificateNumber": "BC-RETRY-1", "childFirstName": "Imani"});
-    let differs = connector.invoke(create(other, 3)).await.unwrap_err();
+    let differs = connector.invoke(create(other, 3, true)).await.unwrap_err();
     assert!(
         matches!(&differs, ConnectorError::Business { code, .. } if code == registries::DUPLICATE_RECORD)
     );

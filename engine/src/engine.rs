@@ -160,6 +160,11 @@ pub struct JobHandle {
     pub attempt: u32,
     /// Stable across retries and restarts: the far side deduplicates on it.
     pub idempotency_key: String,
+    /// This job may have been handed out before without its outcome being committed: it is delivered
+    /// again after a restart, or after an external worker's lease ran out. Its effect may already have
+    /// happened even when `attempt` is 1; a connector whose far side cannot deduplicate on the
+    /// idempotency key checks first.
+    pub redelivered: bool,
 }
 
 /// The idempotency key of a job: the same for every attempt, before and after a restart.
@@ -1426,6 +1431,7 @@ fn job_handle(stored: &StoredInstance, job: Key) -> Option<JobHandle> {
         not_before: found.retry_at,
         attempt: found.failures.saturating_add(1),
         idempotency_key: idempotency_key(stored.meta.key, job),
+        redelivered: false,
     })
 }
 

@@ -306,13 +306,15 @@ impl<S: Store + 'static> Shell<S> {
                 let fresh = blocking(move || {
                     taken
                         .into_iter()
-                        .map(|job| Ok((job.instance, job.job, engine.job(job.instance, job.job)?)))
+                        .map(|job| {
+                            Ok((job.instance, job.job, job.redelivered, engine.job(job.instance, job.job)?))
+                        })
                         .collect::<Result<Vec<_>>>()
                 })
                 .await?;
-                for (instance, job, handle) in fresh {
+                for (instance, job, redelivered, handle) in fresh {
                     match handle {
-                        Some(handle) => activated.push(handle),
+                        Some(handle) => activated.push(JobHandle { redelivered, ..handle }),
                         None => self.inner.workers.release(instance, job),
                     }
                 }
@@ -428,10 +430,13 @@ impl<S: Store + 'static> Inner<S> {
     }
 
     /// Hands every open job to its handler again, or queues it for external workers (after a restart:
-    /// same keys).
+    /// same keys). Each is marked `redelivered`: it may have run before the restart.
     async fn redeliver_jobs(self: &Arc<Self>) -> Result<()> {
         let engine = Arc::clone(&self.engine);
-        let jobs = blocking(move || engine.open_jobs(None, usize::MAX, false)).await?;
+        let mut jobs = blocking(move || engine.open_jobs(None, usize::MAX, false)).await?;
+        for job in &mut jobs {
+            job.redelivered = true;
+        }
         let (local, external): (Vec<_>, Vec<_>) =
             jobs.into_iter().partition(|job| self.handlers.contains_key(&job.job_type));
         for job in local {

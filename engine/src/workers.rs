@@ -1,6 +1,6 @@
 //! Jobs for external workers: the jobs of types no in-process handler runs wait here until a worker
 //! activates them (the HTTP job API), with a lease. An expired lease puts the job back at the front of
-//! its queue. Leases live in memory only: after a restart every open job is available again, with the
+//! its queue, marked `redelivered`. Leases live in memory only: after a restart every open job is available again, with the
 //! same idempotency key, exactly as if every lease had expired, so nothing is lost.
 //!
 //! # Contract
@@ -123,7 +123,9 @@ impl WorkerQueue {
         let expired: Vec<JobId> =
             queues.leased.iter().filter(|(_, lease)| lease.until <= now).map(|(key, _)| *key).collect();
         for key in expired {
-            let Some(lease) = queues.leased.remove(&key) else { continue };
+            let Some(mut lease) = queues.leased.remove(&key) else { continue };
+            // The worker that held it may have done its work without reporting back.
+            lease.job.redelivered = true;
             if queues.queued.insert(key) {
                 queues.available.entry(lease.job.job_type.clone()).or_default().push_front(lease.job);
             }

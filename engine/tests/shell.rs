@@ -164,7 +164,7 @@ async fn an_open_job_is_handed_out_again_after_a_restart_with_the_same_key() {
     let seen = Arc::clone(&received);
     let shell = Shell::builder(Arc::clone(&engine))
         .handler("verify", move |job: JobHandle| {
-            seen.lock().unwrap().push(job.idempotency_key.clone());
+            seen.lock().unwrap().push((job.idempotency_key.clone(), job.attempt, job.redelivered));
             async { JobOutcome::Complete(VariableMap::new()) }
         })
         .on_instance_ended(hook)
@@ -172,7 +172,13 @@ async fn an_open_job_is_handed_out_again_after_a_restart_with_the_same_key() {
         .await
         .unwrap();
     assert_eq!(ended(&mut receiver, 1).await, [instance]);
-    assert_eq!(*received.lock().unwrap(), [key_before]);
+    // Still attempt 1 (nothing failed), but marked: it may have run before the restart.
+    assert_eq!(*received.lock().unwrap(), [(key_before, 1, true)]);
+    // A job created after the restart is a first delivery.
+    let second = shell.start_instance("p", VariableMap::new(), None, Actor::engine()).await.unwrap();
+    assert_eq!(ended(&mut receiver, 1).await, [second]);
+    let fresh = received.lock().unwrap()[1].clone();
+    assert!(!fresh.2, "{fresh:?}");
     shell.shutdown().await;
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);

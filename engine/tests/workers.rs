@@ -167,10 +167,12 @@ async fn an_expired_lease_makes_the_job_available_again_with_the_same_key() {
         .unwrap();
     let taken = Instant::now();
     assert_eq!(first.len(), 1);
+    assert!(!first[0].redelivered, "a first activation");
     let second = shell.activate_jobs("ext.work", 1, LEASE, Duration::from_secs(10)).await.unwrap();
     assert!(taken.elapsed() >= Duration::from_millis(150), "handed out again before the lease ran out");
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].idempotency_key, first[0].idempotency_key);
+    assert!(second[0].redelivered, "the first worker may have done the work: the job says so");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

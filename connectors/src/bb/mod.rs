@@ -219,6 +219,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             idempotency_key: "7-42".to_owned(),
             attempt: 1,
+            redelivered: false,
             user: None,
         }
     }

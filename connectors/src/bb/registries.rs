@@ -140,7 +140,10 @@ impl Connector for RegistriesConnector {
             let target = Target::of(&request)?;
             let call = build(operation, &target, &request, &client_id(&client, &request)?)?;
             let response = client.call(Bb::Registries, call).await?;
-            if operation == Operation::Create && response.status == 409 && request.attempt > 1 {
+            // A 409 on a retry, or on a job delivered again after a restart, may be this job's own
+            // earlier write whose answer was lost.
+            let may_have_run = request.attempt > 1 || request.redelivered;
+            if operation == Operation::Create && response.status == 409 && may_have_run {
                 if let Some(record) = own_earlier_create(&client, &request, &target).await? {
                     tracing::info!(
                         job = %request.idempotency_key,

@@ -51,6 +51,9 @@ pub struct JobView {
     pub retries: u32,
     /// 1, then one more after each failure.
     pub attempt: u32,
+    /// Handed out before without an outcome (a lease ran out, or govflow restarted): the work may
+    /// already have been done, even on attempt 1. Deduplicate on `id`.
+    pub redelivered: bool,
     pub headers: std::collections::BTreeMap<String, String>,
     #[schema(value_type = Object)]
     pub variables: VariableMap,
@@ -68,6 +71,7 @@ impl From<JobHandle> for JobView {
             element: job.element,
             retries: job.retries,
             attempt: job.attempt,
+            redelivered: job.redelivered,
             headers: job.headers,
             variables: job.variables,
             not_before: job.not_before.as_ref().map(time),
