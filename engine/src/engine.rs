@@ -243,6 +243,10 @@ pub struct Engine<S: Store> {
     disabled: Mutex<std::collections::BTreeSet<(String, u32)>>,
     /// Serialises deployments and message publication.
     admin: Mutex<()>,
+    /// Held (shared) by a start from finding its definition to submitting its first batch, and
+    /// (exclusive) by a deletion while it takes definitions away: after that no start can still be about
+    /// to use them, so the deletion's check for instances misses none.
+    start_gate: std::sync::RwLock<()>,
     listener: Mutex<Option<Listener>>,
     schedule_listener: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -351,6 +355,7 @@ impl<S: Store> Engine<S> {
             cache: Mutex::new(HashMap::new()),
             disabled: Mutex::new(std::collections::BTreeSet::new()),
             admin: Mutex::new(()),
+            start_gate: std::sync::RwLock::new(()),
             listener: Mutex::new(None),
             schedule_listener: Mutex::new(None),
         };
@@ -562,30 +567,48 @@ impl<S: Store> Engine<S> {
     /// any of them; then one atomic store write removes them all.
     pub fn delete_definitions(&self, process_id: &str, versions: &[u32], actor: &Actor) -> Result<()> {
         let _admin = lock(&self.admin);
-        let mut operations = Vec::with_capacity(versions.len());
+        let mut deployments = Vec::with_capacity(versions.len());
         for &version in versions {
             let deployment = self
                 .store
                 .deployment(process_id, version)?
                 .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
-            let filter = InstanceFilter {
-                process_id: Some(process_id.to_owned()),
-                version: Some(version),
-                ..InstanceFilter::default()
-            };
-            let n_instances = self.store.instances(&filter, None, usize::MAX)?.len();
-            if n_instances > 0 {
-                return Err(EngineError::InUse { process_id: process_id.to_owned(), version, n_instances });
-            }
-            operations.push(self.definition_operation(&deployment, OperationKind::Delete, None, actor));
+            deployments.push(deployment);
         }
         let keys: Vec<(String, u32)> = versions.iter().map(|&v| (process_id.to_owned(), v)).collect();
-        self.store.delete_deployments(&keys, operations)?;
-        let mut definitions = lock(&self.definitions);
-        for key in &keys {
-            definitions.remove(key);
+        // Take the definitions away first, so no new instance can start on them; once the gate is ours,
+        // every start that found one has submitted its first batch, and `sync` makes those durable, so
+        // the check below sees them.
+        let removed: Vec<((String, u32), Arc<ProcessDefinition>)> = {
+            let _gate = self.start_gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut definitions = lock(&self.definitions);
+            keys.iter().filter_map(|key| definitions.remove(key).map(|d| (key.clone(), d))).collect()
+        };
+        let restore = |error: EngineError| {
+            lock(&self.definitions).extend(removed.iter().cloned());
+            error
+        };
+        self.store.sync().map_err(|error| restore(error.into()))?;
+        let mut operations = Vec::with_capacity(versions.len());
+        for deployment in &deployments {
+            let filter = InstanceFilter {
+                process_id: Some(process_id.to_owned()),
+                version: Some(deployment.version),
+                ..InstanceFilter::default()
+            };
+            let n_instances =
+                self.store.instances(&filter, None, usize::MAX).map_err(|e| restore(e.into()))?.len();
+            if n_instances > 0 {
+                let version = deployment.version;
+                return Err(restore(EngineError::InUse {
+                    process_id: process_id.to_owned(),
+                    version,
+                    n_instances,
+                }));
+            }
+            operations.push(self.definition_operation(deployment, OperationKind::Delete, None, actor));
         }
-        drop(definitions);
+        self.store.delete_deployments(&keys, operations).map_err(|error| restore(error.into()))?;
         self.reconcile_schedules()?;
         Ok(())
     }
@@ -780,6 +803,7 @@ impl<S: Store> Engine<S> {
         parent: Option<(InstanceKey, Key)>,
         actor: &Actor,
     ) -> Result<Submitted> {
+        let _gate = self.start_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let definition = self.definition(process_id, None)?;
         if lock(&self.disabled).contains(&(process_id.to_owned(), definition.version)) {
             return Err(EngineError::Disabled(process_id.to_owned()));

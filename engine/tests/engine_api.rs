@@ -75,6 +75,7 @@ for_every_backend!(
     a_message_id_is_refused_while_its_message_is_buffered,
     a_disabled_definition_cannot_be_started,
     a_definition_in_use_cannot_be_deleted,
+    a_deletion_racing_starts_never_leaves_an_instance_without_its_definition,
     the_operation_log_records_who_changed_definitions_instances_and_variables,
     a_call_activity_starts_a_child_and_completes_when_it_does,
     a_call_activity_to_a_missing_process_raises_an_incident,
@@ -469,6 +470,61 @@ fn a_definition_in_use_cannot_be_deleted<S: Store>(h: Harness<S>) {
         Err(EngineError::UnknownProcess(_))
     ));
     assert_eq!(verify_all(&h), 2);
+}
+
+/// A deletion racing starts of the same process: either an instance got in first and the deletion is
+/// refused, or every start after it fails; never an instance of a deleted version.
+fn a_deletion_racing_starts_never_leaves_an_instance_without_its_definition<S: Store>(h: Harness<S>) {
+    let (mut refused, mut done) = (0, 0);
+    for round in 0..40 {
+        let process_id = format!("race-{round}");
+        let bpmn = one_task(&process_id, "pay");
+        h.engine.deploy(&format!("{process_id}.bpmn"), bpmn.as_bytes(), &admin()).unwrap();
+        let (started, deleted) = std::thread::scope(|scope| {
+            let starter = scope.spawn(|| {
+                let mut started = Vec::new();
+                for _ in 0..5 {
+                    match h.engine.start(&process_id, VariableMap::new(), None, &registrar()) {
+                        Ok(key) => started.push(key),
+                        Err(EngineError::UnknownProcess(_)) => break,
+                        Err(other) => panic!("round {round}: {other:?}"),
+                    }
+                }
+                started
+            });
+            let deleted = h.engine.delete_definition(&process_id, 1, &admin());
+            (starter.join().unwrap(), deleted)
+        });
+        let listed = h
+            .engine
+            .store()
+            .instances(
+                &InstanceFilter { process_id: Some(process_id.clone()), ..InstanceFilter::default() },
+                None,
+                100,
+            )
+            .unwrap();
+        assert_eq!(listed.len(), started.len(), "round {round}");
+        match deleted {
+            Ok(()) => {
+                assert_eq!(started, [], "round {round}: instances started on a deleted definition");
+                assert_eq!(h.engine.store().deployment(&process_id, 1).unwrap(), None);
+                done += 1;
+            }
+            Err(EngineError::InUse { n_instances, .. }) => {
+                assert!(n_instances >= 1 && !started.is_empty(), "round {round}");
+                assert!(h.engine.store().deployment(&process_id, 1).unwrap().is_some());
+                // The definition is still there for its instances, and for new starts.
+                for key in &started {
+                    assert_eq!(h.engine.instance(*key).unwrap().meta.process_id, process_id);
+                }
+                h.engine.start(&process_id, VariableMap::new(), None, &registrar()).unwrap();
+                refused += 1;
+            }
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(refused + done, 40);
 }
 
 fn several_files_deploy_all_or_nothing<S: Store>(h: Harness<S>) {

@@ -932,6 +932,11 @@ impl<K: Kv + 'static> Store for KvStore<K> {
         self.write(writes, Vec::new())
     }
 
+    fn sync(&self) -> Result<()> {
+        // Writes become durable in queue order: an empty one is durable after everything before it.
+        self.write(Vec::new(), Vec::new())
+    }
+
     fn commit_counters(&self) -> Option<CommitStats> {
         Some(self.commit_stats())
     }

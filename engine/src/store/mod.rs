@@ -454,6 +454,8 @@ pub trait Store: Send + Sync {
     fn replace_schedules(&self, remove: &[ScheduleEntry], put: &[ScheduleEntry]) -> Result<()>;
     /// The time scale the store was created with.
     fn time_scale(&self) -> Result<TimeScale>;
+    /// Waits until every commit submitted before this call is durable, and so visible to readers.
+    fn sync(&self) -> Result<()>;
     /// Group-commit counters (flushes, commits, time flushing), when the backend keeps them.
     fn commit_counters(&self) -> Option<kv::CommitStats> {
         None
