@@ -155,14 +155,30 @@ fn first_name_in_event(value: &[u8], at: usize) -> usize {
     }
 }
 
-fn batch_holding(db: &sled::Db, instance: u64, seq: u8) -> (sled::IVec, Vec<u8>, usize) {
-    db.scan_prefix([Tree::Records.prefix()])
+/// Where the batch holding record `seq` of `instance` lies in the record log (`records.log`, pointed to
+/// from sled by tag 0xc1, offset and length), its sled key, and where the record starts in it.
+fn batch_holding(dir: &Path, instance: u64, seq: u8) -> (sled::IVec, u64, usize) {
+    let log = std::fs::read(dir.join("records.log")).unwrap();
+    let db = open_raw(dir);
+    db.scan_prefix([&[Tree::Records.prefix()][..], &instance.to_be_bytes()].concat())
         .map(Result::unwrap)
-        .find_map(|(key, value)| {
-            let at = record_start(&value, seq)?;
-            (key[1..9] == instance.to_be_bytes()).then(|| (key, value.to_vec(), at))
+        .find_map(|(key, pointer)| {
+            assert_eq!((pointer.len(), pointer[0]), (13, 0xc1), "a pointer into the record log");
+            let offset = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
+            let len = u32::from_be_bytes(pointer[9..13].try_into().unwrap());
+            let start = usize::try_from(offset).unwrap();
+            let value = &log[start..start + usize::try_from(len).unwrap()];
+            record_start(value, seq).map(|at| (key, offset, at))
         })
         .expect("the batch holding the record")
+}
+
+/// The record log's bytes from `offset` on, to edit in place.
+fn edit_record_log(dir: &Path, offset: u64, edit: impl FnOnce(&mut [u8])) {
+    let path = dir.join("records.log");
+    let mut log = std::fs::read(&path).unwrap();
+    edit(&mut log[usize::try_from(offset).unwrap()..]);
+    std::fs::write(&path, log).unwrap();
 }
 
 #[test]
@@ -170,14 +186,13 @@ fn changing_one_byte_of_a_stored_event_is_reported_with_its_sequence_number() {
     let dir = data_dir("tamper");
     run_journey(&dir);
     {
-        // An insider edits the stored record 5 of instance 1: one letter of its event (the element or flow
-        // id it names), keeping the value well formed.
-        let db = open_raw(&dir);
-        let (key, mut value, record) = batch_holding(&db, 1, 5);
-        let at = first_name_in_event(&value, record + 2);
-        value[at] = if value[at] == b'x' { b'y' } else { b'x' };
-        db.insert(key, value).unwrap();
-        db.flush().unwrap();
+        // An insider edits the stored record 5 of instance 1 in the record log file: one letter of its
+        // event (the element or flow id it names), keeping the value well formed.
+        let (_, offset, record) = batch_holding(&dir, 1, 5);
+        edit_record_log(&dir, offset, |value| {
+            let at = first_name_in_event(value, record + 2);
+            value[at] = if value[at] == b'x' { b'y' } else { b'x' };
+        });
     }
     let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
@@ -192,13 +207,9 @@ fn a_stored_batch_that_no_longer_parses_is_reported_not_skipped() {
     let seq = {
         // One byte that breaks the batch holding record 5: its event's map header becomes a reserved
         // MessagePack byte.
-        let db = open_raw(&dir);
-        let (key, mut value, record) = batch_holding(&db, 1, 5);
-        value[record + 2] = 0xc1;
-        let seq = u64::from_be_bytes(key[9..17].try_into().unwrap());
-        db.insert(key, value).unwrap();
-        db.flush().unwrap();
-        seq
+        let (key, offset, record) = batch_holding(&dir, 1, 5);
+        edit_record_log(&dir, offset, |value| value[record + 2] = 0xc1);
+        u64::from_be_bytes(key[9..17].try_into().unwrap())
     };
     let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");

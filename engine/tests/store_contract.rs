@@ -2037,3 +2037,115 @@ fn sled_batches_survive_kill_9_whole() {
         assert_eq!(found, expected, "tree {} after batch {last}", tree.name());
     }
 }
+
+/// The record values of `instance` exactly as sled holds them (pointers into the record log, or inline).
+fn raw_records(db: &sled::Db, instance: InstanceKey) -> Vec<(sled::IVec, sled::IVec)> {
+    db.scan_prefix([&[Tree::Records.prefix()][..], &instance.0.to_be_bytes()].concat())
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
+    let dir = TestDir::new("store-contract", "record-log");
+    let definition = definition();
+    let (key, journey) = {
+        let store = open_sled(&dir.0).unwrap();
+        let key = store.next_instance_key().unwrap();
+        let (mut journey, first) = Journey::start(&definition, key, "APP-10", at("2027-01-06T09:00:00Z"));
+        store.commit(&first).unwrap();
+        let second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
+        store.commit(&second).unwrap();
+        (key, journey)
+    };
+    let log_len = std::fs::metadata(dir.0.join("records.log")).unwrap().len();
+    {
+        let db = sled::open(&dir.0).unwrap();
+        let raw = raw_records(&db, key);
+        assert_eq!(raw.len(), 2, "one entry per committed batch");
+        let mut pointed = 0;
+        for (_, value) in &raw {
+            assert_eq!((value.len(), value[0]), (13, 0xc1), "a pointer: tag, offset, length");
+            let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
+            let len = u64::from(u32::from_be_bytes(value[9..13].try_into().unwrap()));
+            assert_eq!(offset, pointed, "batches are appended one after the other");
+            pointed += len;
+        }
+        assert_eq!(pointed, log_len, "the log holds the two batches and nothing else");
+    }
+    // Read back through the store, after a restart: every record, chained, folding to the state.
+    let store = open_sled(&dir.0).unwrap();
+    let records = store.records(key, 1, usize::MAX).unwrap();
+    assert_eq!(records, journey.records);
+    audit::verify_chain(key, &records).unwrap();
+    assert_eq!(store.instance(key).unwrap().unwrap().state, journey.state);
+}
+
+#[test]
+fn sled_appends_after_bytes_a_crash_left_unreferenced() {
+    let dir = TestDir::new("store-contract", "record-log-tail");
+    let definition = definition();
+    let key = {
+        let store = open_sled(&dir.0).unwrap();
+        let key = store.next_instance_key().unwrap();
+        let (_, first) = Journey::start(&definition, key, "APP-11", at("2027-01-06T09:00:00Z"));
+        store.commit(&first).unwrap();
+        key
+    };
+    // A crash after the record log was written and before sled was: bytes nobody points to.
+    let log = dir.0.join("records.log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(&[0xde; 1000]).unwrap();
+    drop(file);
+    let store = open_sled(&dir.0).unwrap();
+    let other = store.next_instance_key().unwrap();
+    let (journey, first) = Journey::start(&definition, other, "APP-12", at("2027-01-06T09:05:00Z"));
+    store.commit(&first).unwrap();
+    assert_eq!(store.records(other, 1, usize::MAX).unwrap(), journey.records);
+    audit::verify_chain(key, &store.records(key, 1, usize::MAX).unwrap()).unwrap();
+    drop(store);
+    let db = sled::open(&dir.0).unwrap();
+    let offset = u64::from_be_bytes(raw_records(&db, other)[0].1[1..9].try_into().unwrap());
+    assert_eq!(offset, before + 1000, "the new batch went after the stray bytes");
+}
+
+#[test]
+fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
+    let dir = TestDir::new("store-contract", "format-2");
+    let definition = definition();
+    let (key, mut journey) = {
+        let store = open_sled(&dir.0).unwrap();
+        let key = store.next_instance_key().unwrap();
+        let (journey, first) = Journey::start(&definition, key, "APP-13", at("2027-01-06T09:00:00Z"));
+        store.commit(&first).unwrap();
+        (key, journey)
+    };
+    {
+        // Rewrite it as a build before the record log left it: records inline, format 2, no record log.
+        let log = std::fs::read(dir.0.join("records.log")).unwrap();
+        let db = sled::open(&dir.0).unwrap();
+        for (raw_key, value) in raw_records(&db, key) {
+            let offset = usize::try_from(u64::from_be_bytes(value[1..9].try_into().unwrap())).unwrap();
+            let len = usize::try_from(u32::from_be_bytes(value[9..13].try_into().unwrap())).unwrap();
+            db.insert(raw_key, &log[offset..offset + len]).unwrap();
+        }
+        let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+        db.insert(version_key, &2_u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        std::fs::remove_file(dir.0.join("records.log")).unwrap();
+    }
+    let store = open_sled(&dir.0).unwrap();
+    assert_eq!(store.records(key, 1, usize::MAX).unwrap(), journey.records, "inline records still read");
+    let second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
+    store.commit(&second).unwrap();
+    assert_eq!(store.records(key, 1, usize::MAX).unwrap(), journey.records, "inline and logged, in order");
+    assert_eq!(store.instance(key).unwrap().unwrap().state, journey.state);
+    drop(store);
+    let db = sled::open(&dir.0).unwrap();
+    let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+    assert_eq!(db.get(version_key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes(), "marked upgraded");
+    let kinds: Vec<bool> = raw_records(&db, key).iter().map(|(_, value)| value.len() == 13).collect();
+    assert_eq!(kinds, [false, true], "the old batch stays inline; the new one is in the log");
+}

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `meta` | `format_version`, `time_scale`, `next_instance`; `last_version` + process id (added in format 2, read as "none" when absent) | u32 / f64 / u64 / u32, big-endian |
 //! | `deployments` | (process id, version u32) | `Deployment` |
-//! | `records` | (instance u64, last seq u64 of the batch) | the batch's `RecordedEvent`s (`RecordBatch`) |
+//! | `records` | (instance u64, last seq u64 of the batch) | the batch's `RecordedEvent`s (`RecordBatch`); the sled backend keeps them in its record log and stores a pointer here |
 //! | `instances` | instance u64 | `StoredInstance` (snapshot, chain head) |
 //! | `jobs` | (job type, instance u64, job u64) | empty |
 //! | `timers` | (due ms, instance u64, timer u64) | `TimerEntry` |

@@ -318,7 +318,13 @@ impl<K: Kv + 'static> KvStore<K> {
                     .try_into()
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt("the format version key is malformed".to_owned()))?;
-                if found != STORE_FORMAT_VERSION {
+                if UPGRADABLE_FORMAT_VERSIONS.contains(&found) {
+                    kv.apply(vec![Write::Put(
+                        Tree::Meta,
+                        keys::FORMAT_VERSION.to_vec(),
+                        STORE_FORMAT_VERSION.to_be_bytes().to_vec(),
+                    )])?;
+                } else if found != STORE_FORMAT_VERSION {
                     return Err(StoreError::FormatVersion {
                         path: path.to_owned(),
                         found,

@@ -29,8 +29,16 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Actor, Digest256, RecordedEvent};
 use crate::runtime::{Action, Event, IncidentKind, Instance, InstanceKey, InstanceStatus, Key, VariableMap};
 
-/// The store format written by this build; opening a store of another format is an error, never a guess.
-pub const STORE_FORMAT_VERSION: u32 = 2;
+/// The store format written by this build; opening a store of another format is an error, never a guess,
+/// except the formats in [`UPGRADABLE_FORMAT_VERSIONS`].
+///
+/// 3: the sled backend may store record batches in its record log (`store::sled`), which builds before
+/// cannot read.
+pub const STORE_FORMAT_VERSION: u32 = 3;
+
+/// Older formats this build reads as they are and marks as the current one when it opens them: format 2
+/// differs only in keeping every record batch inline, which this build still reads.
+pub const UPGRADABLE_FORMAT_VERSIONS: &[u32] = &[2];
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -20,11 +20,22 @@
 //! - A directory is open in one `SledKv` at a time (sled locks it). Reopening waits up to
 //!   `LOCK_RELEASE_WAIT` for the lock a just-dropped `SledKv` of this process still holds; a directory open
 //!   elsewhere is refused with a backend error.
+//!
+//! # The record log
+//! Record batches (the values of [`Tree::Records`]) are written once and never changed, and they are most
+//! of what an instance writes. They are appended to a file of their own, `records.log`, and sled keeps
+//! for each only a 13-byte pointer: tag `0xc1` (a byte MessagePack never uses, and no JSON value starts
+//! with), offset u64 and length u32, big-endian. So sled's leaves, which it copies whole on every insert
+//! and replays from its log at every open, hold small values. `apply` appends a batch's records and
+//! `fdatasync`s the file *before* it writes the pointers to sled, so a durable pointer never names bytes
+//! that are not durable. A crash between the two leaves bytes nobody points to, and the next append
+//! writes after them. Record values stored inline (by stores written before the record log) are still
+//! read. Readers resolve pointers, so nothing above this module sees them.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::keys::Tree;
@@ -38,6 +49,116 @@ pub struct SledKv {
     log: File,
     /// Makes a batch's visibility and durability one step for readers (see the module's `# Contract`).
     commit_lock: RwLock<()>,
+    /// Where record batches are appended (see the module's `# The record log`).
+    record_log: RecordLog,
+}
+
+/// The append-only file of record batches, and where the next append goes.
+struct RecordLog {
+    file: File,
+    end: Mutex<u64>,
+}
+
+/// The record log's file in the store directory.
+const RECORD_LOG_FILE: &str = "records.log";
+/// The first byte of a pointer into the record log: reserved in MessagePack, never the start of JSON.
+const POINTER_TAG: u8 = 0xc1;
+/// Tag, offset u64, length u32.
+const POINTER_LEN: usize = 13;
+
+fn pointer(offset: u64, len: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(POINTER_LEN);
+    out.push(POINTER_TAG);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// The (offset, length) a stored record value points to, or `None` for a value stored inline.
+fn read_pointer(value: &[u8]) -> Option<(u64, u32)> {
+    if value.len() != POINTER_LEN || value[0] != POINTER_TAG {
+        return None;
+    }
+    let offset = u64::from_be_bytes(value[1..9].try_into().ok()?);
+    let len = u32::from_be_bytes(value[9..13].try_into().ok()?);
+    Some((offset, len))
+}
+
+impl RecordLog {
+    fn open(dir: &Path) -> Result<RecordLog> {
+        let path = dir.join(RECORD_LOG_FILE);
+        let shown = path.display();
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|error| backend(format!("cannot open the record log {shown}"), error))?;
+        if created {
+            // The new file's directory entry must survive a crash as well as its contents.
+            File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|error| backend(format!("cannot sync the directory of {shown}"), error))?;
+        }
+        let end = file.metadata().map_err(|error| backend(format!("cannot read {shown}"), error))?.len();
+        Ok(RecordLog { file, end: Mutex::new(end) })
+    }
+
+    /// Appends `bytes` at the end and syncs them; returns where they start.
+    fn append(&self, bytes: &[u8]) -> Result<u64> {
+        let mut end = self.end.lock().map_err(|_| poisoned())?;
+        let start = *end;
+        write_all_at(&self.file, bytes, start).and_then(|()| self.file.sync_data()).map_err(|error| {
+            backend(format!("cannot append {} bytes to the record log", bytes.len()), error)
+        })?;
+        *end = start + bytes.len() as u64;
+        Ok(start)
+    }
+
+    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let mut out = vec![0; len as usize];
+        read_exact_at(&self.file, &mut out, offset).map_err(|error| {
+            StoreError::Corrupt(format!(
+                "cannot read {len} bytes at offset {offset} of the record log: {error}"
+            ))
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, out: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, out, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut out: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !out.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, out, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        out = &mut out[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 impl fmt::Debug for SledKv {
@@ -81,7 +202,16 @@ impl SledKv {
             OpenOptions::new().read(true).write(true).open(&log_path).map_err(|error| {
                 backend(format!("cannot open sled's log file {}", log_path.display()), error)
             })?;
-        Ok(SledKv { db, log, commit_lock: RwLock::new(()) })
+        let record_log = RecordLog::open(path)?;
+        Ok(SledKv { db, log, commit_lock: RwLock::new(()), record_log })
+    }
+
+    /// A stored value as written: a record batch is read from the record log.
+    fn resolve(&self, tree: Tree, value: &[u8]) -> Result<Vec<u8>> {
+        match read_pointer(value) {
+            Some((offset, len)) if tree == Tree::Records => self.record_log.read(offset, len),
+            _ => Ok(value.to_vec()),
+        }
     }
 
     fn read_lock(&self) -> Result<RwLockReadGuard<'_, ()>> {
@@ -130,8 +260,9 @@ impl Kv for SledKv {
         let _read = self.read_lock()?;
         self.db
             .get(prefixed(tree, key))
-            .map(|value| value.map(|value| value.to_vec()))
-            .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))
+            .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))?
+            .map(|value| self.resolve(tree, &value))
+            .transpose()
     }
 
     fn scan(
@@ -150,9 +281,9 @@ impl Kv for SledKv {
             .range(prefixed(tree, from)..end)
             .take(limit)
             .map(|entry| {
-                entry
-                    .map(|(key, value)| (key[1..].to_vec(), value.to_vec()))
-                    .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))
+                let (key, value) =
+                    entry.map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))?;
+                Ok((key[1..].to_vec(), self.resolve(tree, &value)?))
             })
             .collect()
     }
@@ -164,8 +295,9 @@ impl Kv for SledKv {
             .range(vec![tree.prefix()]..end)
             .next_back()
             .transpose()
-            .map(|last| last.map(|(key, value)| (key[1..].to_vec(), value.to_vec())))
-            .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))
+            .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))?
+            .map(|(key, value)| Ok((key[1..].to_vec(), self.resolve(tree, &value)?)))
+            .transpose()
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<()> {
@@ -173,9 +305,26 @@ impl Kv for SledKv {
             return Ok(());
         }
         let n_writes = writes.len();
+        // Record batches first go to the record log, durably; sled then gets pointers to them, in the
+        // batch's order (a later write of a key replaces an earlier one).
+        let mut appended = Vec::new();
+        for write in &writes {
+            if let Write::Put(Tree::Records, _, value) = write {
+                if u32::try_from(value.len()).is_err() {
+                    return Err(backend("cannot store a record batch", "larger than 4 GiB"));
+                }
+                appended.extend_from_slice(value);
+            }
+        }
+        let mut next = if appended.is_empty() { 0 } else { self.record_log.append(&appended)? };
         let mut batch = sled::Batch::default();
         for write in writes {
             match write {
+                Write::Put(Tree::Records, key, value) => {
+                    let len = value.len() as u32; // checked above
+                    batch.insert(prefixed(Tree::Records, &key), pointer(next, len));
+                    next += u64::from(len);
+                }
                 Write::Put(tree, key, value) => batch.insert(prefixed(tree, &key), value),
                 Write::Delete(tree, key) => batch.remove(prefixed(tree, &key)),
             }
