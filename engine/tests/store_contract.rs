@@ -2046,11 +2046,13 @@ fn raw_records(db: &sled::Db, instance: InstanceKey) -> Vec<(sled::IVec, sled::I
 }
 
 #[test]
-fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
+fn sled_keeps_records_and_operations_in_the_record_log_and_only_pointers_in_sled() {
     let dir = TestDir::new("store-contract", "record-log");
     let definition = definition();
+    let deployment = deployment("verify", 1);
     let (key, journey) = {
         let store = open_sled(&dir.0).unwrap();
+        store.put_deployments(std::slice::from_ref(&deployment), vec![creation(&deployment)]).unwrap();
         let key = store.next_instance_key().unwrap();
         let (mut journey, first) = Journey::start(&definition, key, "APP-10", at("2027-01-06T09:00:00Z"));
         store.commit(&first).unwrap();
@@ -2063,15 +2065,21 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
         let db = sled::open(&dir.0).unwrap();
         let raw = raw_records(&db, key);
         assert_eq!(raw.len(), 2, "one entry per committed batch");
+        let operations: Vec<_> = db.scan_prefix([Tree::Operations.prefix()]).map(Result::unwrap).collect();
+        assert_eq!(operations.len(), 1);
+        // The operation, then the two batches, one after the other, and nothing else.
         let mut pointed = 0;
-        for (_, value) in &raw {
+        for (_, value) in operations.iter().chain(&raw) {
             assert_eq!((value.len(), value[0]), (13, 0xc1), "a pointer: tag, offset, length");
             let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
             let len = u64::from(u32::from_be_bytes(value[9..13].try_into().unwrap()));
-            assert_eq!(offset, pointed, "batches are appended one after the other");
+            assert_eq!(offset, pointed, "values are appended one after the other");
             pointed += len;
         }
-        assert_eq!(pointed, log_len, "the log holds the two batches and nothing else");
+        assert_eq!(pointed, log_len);
+        // The deployment itself (changed by enable / disable) stays in sled.
+        let deployments: Vec<_> = db.scan_prefix([Tree::Deployments.prefix()]).map(Result::unwrap).collect();
+        assert!(deployments.len() == 1 && deployments[0].1.len() > 13);
     }
     // Read back through the store, after a restart: every record, chained, folding to the state.
     let store = open_sled(&dir.0).unwrap();
@@ -2079,6 +2087,9 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
     assert_eq!(records, journey.records);
     audit::verify_chain(key, &records).unwrap();
     assert_eq!(store.instance(key).unwrap().unwrap().state, journey.state);
+    let logged = store.operations(&OperationFilter::default(), 0, 10).unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!((logged[0].seq, &logged[0].target), (1, &creation(&deployment).target));
 }
 
 #[test]

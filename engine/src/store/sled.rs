@@ -22,15 +22,15 @@
 //!   elsewhere is refused with a backend error.
 //!
 //! # The record log
-//! Record batches (the values of [`Tree::Records`]) are written once and never changed, and they are most
-//! of what an instance writes. They are appended to a file of their own, `records.log`, and sled keeps
-//! for each only a 13-byte pointer: tag `0xc1` (a byte MessagePack never uses, and no JSON value starts
+//! Record batches (the values of [`Tree::Records`]) and operation-log entries ([`Tree::Operations`]) are
+//! written once and never changed, and they are most of what an instance writes. They are appended to a
+//! file of their own, `records.log`, and sled keeps for each only a 13-byte pointer: tag `0xc1` (a byte MessagePack never uses, and no JSON value starts
 //! with), offset u64 and length u32, big-endian. So sled's leaves, which it copies whole on every insert
 //! and replays from its log at every open, hold small values. `apply` appends a batch's records and
 //! `fdatasync`s the file *before* it writes the pointers to sled, so a durable pointer never names bytes
 //! that are not durable. A crash between the two leaves bytes nobody points to, and the next append
-//! writes after them. Record values stored inline (by stores written before the record log) are still
-//! read. Readers resolve pointers, so nothing above this module sees them.
+//! writes after them. Values stored inline (by stores written before the record log) are still read.
+//! Readers resolve pointers, so nothing above this module sees them.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -57,6 +57,11 @@ pub struct SledKv {
 struct RecordLog {
     file: File,
     end: Mutex<u64>,
+}
+
+/// The trees whose values live in the record log: written once, never changed or deleted.
+fn logged(tree: Tree) -> bool {
+    matches!(tree, Tree::Records | Tree::Operations)
 }
 
 /// The record log's file in the store directory.
@@ -209,7 +214,7 @@ impl SledKv {
     /// A stored value as written: a record batch is read from the record log.
     fn resolve(&self, tree: Tree, value: &[u8]) -> Result<Vec<u8>> {
         match read_pointer(value) {
-            Some((offset, len)) if tree == Tree::Records => self.record_log.read(offset, len),
+            Some((offset, len)) if logged(tree) => self.record_log.read(offset, len),
             _ => Ok(value.to_vec()),
         }
     }
@@ -305,24 +310,29 @@ impl Kv for SledKv {
             return Ok(());
         }
         let n_writes = writes.len();
-        // Record batches first go to the record log, durably; sled then gets pointers to them, in the
-        // batch's order (a later write of a key replaces an earlier one).
+        // Record batches and operations first go to the record log, durably; sled then gets pointers to
+        // them, in the batch's order (a later write of a key replaces an earlier one).
         let mut appended = Vec::new();
         for write in &writes {
-            if let Write::Put(Tree::Records, _, value) = write {
-                if u32::try_from(value.len()).is_err() {
-                    return Err(backend("cannot store a record batch", "larger than 4 GiB"));
+            if let Write::Put(tree, _, value) = write {
+                if logged(*tree) {
+                    if u32::try_from(value.len()).is_err() {
+                        return Err(backend(
+                            format!("cannot store a value of {}", tree.name()),
+                            "larger than 4 GiB",
+                        ));
+                    }
+                    appended.extend_from_slice(value);
                 }
-                appended.extend_from_slice(value);
             }
         }
         let mut next = if appended.is_empty() { 0 } else { self.record_log.append(&appended)? };
         let mut batch = sled::Batch::default();
         for write in writes {
             match write {
-                Write::Put(Tree::Records, key, value) => {
+                Write::Put(tree, key, value) if logged(tree) => {
                     let len = value.len() as u32; // checked above
-                    batch.insert(prefixed(Tree::Records, &key), pointer(next, len));
+                    batch.insert(prefixed(tree, &key), pointer(next, len));
                     next += u64::from(len);
                 }
                 Write::Put(tree, key, value) => batch.insert(prefixed(tree, &key), value),
