@@ -24,12 +24,13 @@
 //! # The record log
 //! Record batches (the values of [`Tree::Records`]) and operation-log entries ([`Tree::Operations`]) are
 //! written once and never changed, and they are most of what an instance writes. They are appended to a
-//! file of their own, `records.log`, and sled keeps for each only a 13-byte pointer: tag `0xc1` (a byte MessagePack never uses, and no JSON value starts
-//! with), offset u64 and length u32, big-endian. So sled's leaves, which it copies whole on every insert
-//! and replays from its log at every open, hold small values. `apply` appends a batch's records and
-//! `fdatasync`s the file *before* it writes the pointers to sled, so a durable pointer never names bytes
-//! that are not durable. A crash between the two leaves bytes nobody points to, and the next append
-//! writes after them. Values stored inline (by stores written before the record log) are still read.
+//! file of their own, `records.log`, and sled keeps for each only a 13-byte pointer: tag `0xc1` (a byte
+//! MessagePack never uses, and no JSON value starts with), offset u64 and length u32, big-endian. So
+//! sled's leaves, which it copies whole on every insert and replays from its log at every open, hold
+//! small values. `apply` appends a flush's values and `fdatasync`s the file *before* it writes the
+//! pointers to sled, so a durable pointer never names bytes that are not durable. A crash between the two
+//! leaves bytes nobody points to, and the next append writes after them. Values stored inline (by stores
+//! written before the record log) are still read.
 //! Readers resolve pointers, so nothing above this module sees them.
 
 use std::fmt;
