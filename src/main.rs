@@ -97,6 +97,21 @@ enum AuditCommand {
     Verify {
         #[arg(long)]
         instance: Option<u64>,
+        /// Also check every chain against a checkpoint file (`audit checkpoint`): the history up to each
+        /// head it pinned must be unchanged.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The checkpoint's root as published (64 hex digits): the file must hash to it.
+        #[arg(long, requires = "checkpoint")]
+        root: Option<String>,
+    },
+    /// Pin every instance's chain head: write them to a checkpoint file and print its root hash, to publish
+    /// outside govflow. A later `verify --checkpoint FILE --root ROOT` shows any history rewritten since,
+    /// even one whose chain was sealed again. Run it periodically (cron).
+    Checkpoint {
+        /// Where to write the checkpoint (JSON).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Show an instance's history step by step: time, actor, element, event, variables changed.
     Replay {
@@ -199,8 +214,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A checkpoint file's format tag.
+const CHECKPOINT_FORMAT: &str = "govflow-checkpoint-1";
+
+/// Every instance's chain head at a time, and their root hash (`govflow audit checkpoint`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    format: String,
+    at: chrono::DateTime<chrono::FixedOffset>,
+    root: String,
+    heads: Vec<govflow_engine::audit::ChainHead>,
+}
+
+/// Reads a checkpoint file and checks that its heads hash to its root, and to `published` when given.
+fn read_checkpoint(path: &std::path::Path, published: Option<&str>) -> anyhow::Result<Checkpoint> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a govflow checkpoint", path.display()))?;
+    if checkpoint.format != CHECKPOINT_FORMAT {
+        anyhow::bail!("{}: format {:?}, expected {CHECKPOINT_FORMAT:?}", path.display(), checkpoint.format);
+    }
+    let root = govflow_engine::audit::checkpoint_root(&checkpoint.heads).to_hex();
+    if root != checkpoint.root {
+        anyhow::bail!(
+            "{}: its chain heads hash to {root}, not to the root it states ({}): the file was altered",
+            path.display(),
+            checkpoint.root
+        );
+    }
+    if let Some(published) = published {
+        if !root.eq_ignore_ascii_case(published.trim()) {
+            anyhow::bail!("{}: its root {root} is not the published root {published}", path.display());
+        }
+    }
+    Ok(checkpoint)
+}
+
 fn audit(data: &std::path::Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
-    use govflow_engine::audit::{replay, verify_chain};
+    use govflow_engine::audit::{checkpoint_root, replay, verify_against, verify_chain, ChainHead};
     use govflow_engine::runtime::{Event, InstanceKey};
     use govflow_engine::store::{InstanceFilter, Store};
 
@@ -212,7 +264,46 @@ fn audit(data: &std::path::Path, command: AuditCommand) -> anyhow::Result<ExitCo
     let store = govflow_engine::store::sled::open_sled_with(data, config)
         .with_context(|| format!("cannot open the store at {}", data.display()))?;
     match command {
-        AuditCommand::Verify { instance } => {
+        AuditCommand::Checkpoint { out } => {
+            let mut heads = Vec::new();
+            for meta in store.instances(&InstanceFilter::default(), None, usize::MAX)? {
+                let Some(stored) = store.instance(meta.key)? else { continue };
+                if stored.last_seq > 0 {
+                    heads.push(ChainHead {
+                        instance: meta.key,
+                        seq: stored.last_seq,
+                        hash: stored.last_hash,
+                    });
+                }
+            }
+            let checkpoint = Checkpoint {
+                format: CHECKPOINT_FORMAT.to_owned(),
+                at: chrono::Utc::now().fixed_offset(),
+                root: checkpoint_root(&heads).to_hex(),
+                heads,
+            };
+            std::fs::write(&out, serde_json::to_vec_pretty(&checkpoint)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{}", checkpoint.root);
+            eprintln!(
+                "checkpoint of {} chain heads at {} written to {}; publish its root (above)",
+                checkpoint.heads.len(),
+                checkpoint.at.to_rfc3339(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { instance, checkpoint, root } => {
+            let pinned = match &checkpoint {
+                Some(path) => match read_checkpoint(path, root.as_deref()) {
+                    Ok(pinned) => Some(pinned),
+                    Err(error) => {
+                        println!("{error:#}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+                None => None,
+            };
             let keys: Vec<InstanceKey> = match instance {
                 Some(key) => vec![InstanceKey(key)],
                 None => store
@@ -260,6 +351,32 @@ fn audit(data: &std::path::Path, command: AuditCommand) -> anyhow::Result<ExitCo
                 }
             }
             eprintln!("{} instance(s) verified, {failed} failed", keys.len());
+            if let Some(pinned) = pinned {
+                let mut broken = 0usize;
+                let heads: Vec<&ChainHead> = pinned
+                    .heads
+                    .iter()
+                    .filter(|head| instance.is_none_or(|key| head.instance.0 == key))
+                    .collect();
+                for head in &heads {
+                    let result = store
+                        .records(head.instance, 1, usize::MAX)
+                        .map_err(|error| format!("instance {}: {error}", head.instance))
+                        .and_then(|records| {
+                            verify_against(head, &records).map_err(|error| error.to_string())
+                        });
+                    if let Err(error) = result {
+                        println!("{error}");
+                        broken += 1;
+                    }
+                }
+                eprintln!(
+                    "{} chain head(s) of the checkpoint of {} checked, {broken} no longer match",
+                    heads.len(),
+                    pinned.at.to_rfc3339()
+                );
+                failed += broken;
+            }
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         AuditCommand::Replay { instance, to } => {

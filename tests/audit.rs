@@ -253,3 +253,58 @@ fn the_operation_log_names_who_did_what() {
     assert_eq!(entries[0]["target"]["type"], "definition");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_checkpoint_pins_every_chain_head_and_verify_checks_the_file_and_the_history_against_it() {
+    let dir = data_dir("checkpoint");
+    run_journey(&dir);
+    let data = dir.to_str().unwrap();
+    let file = dir.with_extension("checkpoint.json");
+    let (code, out) = govflow(&["audit", "checkpoint", "--data", data, "--out", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let root = out.lines().next().unwrap().to_owned();
+    assert_eq!(root.len(), 64, "{out}");
+    assert!(out.contains("checkpoint of 1 chain heads"), "{out}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(written["root"], root.as_str());
+    assert_eq!(written["heads"][0]["instance"], 1);
+
+    let checkpoint = file.to_str().unwrap();
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", checkpoint, "--root", &root]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 chain head(s) of the checkpoint") && out.contains("0 no longer match"), "{out}");
+
+    // Not the root that was published.
+    let other = "0".repeat(64);
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", checkpoint, "--root", &other]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not the published root"), "{out}");
+
+    // A head in the file changed: the file no longer hashes to its root.
+    let mut altered = written.clone();
+    altered["heads"][0]["seq"] = serde_json::json!(written["heads"][0]["seq"].as_u64().unwrap() - 1);
+    let altered_file = dir.with_extension("altered.json");
+    std::fs::write(&altered_file, serde_json::to_vec(&altered).unwrap()).unwrap();
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", altered_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the file was altered"), "{out}");
+
+    // The history edited afterwards (record 5, in the record log): the chain breaks before the pinned head.
+    let (_, offset, record) = batch_holding(&dir, 1, 5);
+    edit_record_log(&dir, offset, |value| {
+        let at = first_name_in_event(value, record + 2);
+        value[at] = if value[at] == b'x' { b'y' } else { b'x' };
+    });
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", checkpoint, "--root", &root]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("instance 1: the chain breaks before the checkpoint's head"), "{out}");
+    assert!(out.contains("1 no longer match"), "{out}");
+    for path in [&file, &altered_file] {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

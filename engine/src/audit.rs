@@ -241,6 +241,81 @@ pub fn replay(instance: InstanceKey, records: &[RecordedEvent]) -> Instance {
     Instance::replay(instance, records.iter().map(|record| &record.event))
 }
 
+/// Where an instance's chain stood at a checkpoint: its last sequence number and that record's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub instance: InstanceKey,
+    pub seq: u64,
+    #[serde(with = "hex_digest")]
+    pub hash: Digest256,
+}
+
+/// What a checkpoint's root is a hash of, so it never collides with a record's hash.
+const CHECKPOINT_DOMAIN: &[u8] = b"govflow-checkpoint-1";
+
+/// The root hash of a checkpoint: SHA-256 over a domain tag and every head in instance order (instance
+/// and sequence number big-endian, then the hash). A chain verifies on its own, but whoever can write the
+/// store can also rewrite a record and seal the rest of its chain again; a root published outside the store
+/// (a gazette, another agency) pins every chain's head as of its time, and such a rewrite then shows.
+pub fn checkpoint_root(heads: &[ChainHead]) -> Digest256 {
+    let mut sorted: Vec<&ChainHead> = heads.iter().collect();
+    sorted.sort_by_key(|head| head.instance);
+    let mut hasher = Sha256::new();
+    hasher.update(CHECKPOINT_DOMAIN);
+    hasher.update((sorted.len() as u64).to_be_bytes());
+    for head in sorted {
+        hasher.update(head.instance.0.to_be_bytes());
+        hasher.update(head.seq.to_be_bytes());
+        hasher.update(head.hash.0);
+    }
+    Digest256(hasher.finalize().into())
+}
+
+/// Why an instance's history no longer matches a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("instance {instance}: the chain breaks before the checkpoint's head: {reason}")]
+    Chain { instance: InstanceKey, reason: String },
+    #[error(
+        "instance {instance}: the checkpoint pinned sequence number {seq}, but the history ends at {found}"
+    )]
+    Shorter { instance: InstanceKey, seq: u64, found: u64 },
+    #[error(
+        "instance {instance}: record {seq} is not the one the checkpoint pinned (history rewritten up to there)"
+    )]
+    Rewritten { instance: InstanceKey, seq: u64 },
+}
+
+/// Checks that `records` (an instance's history, from sequence number 1) still hold the head a checkpoint
+/// pinned: the chain verifies up to it and its record `head.seq` has the pinned hash. Records after the head
+/// (written since) are not this check's business; `verify_chain` covers them.
+pub fn verify_against(head: &ChainHead, records: &[RecordedEvent]) -> Result<(), CheckpointError> {
+    let instance = head.instance;
+    let upto = records.iter().take_while(|record| record.seq <= head.seq).count();
+    verify_chain(instance, &records[..upto])
+        .map_err(|error| CheckpointError::Chain { instance, reason: error.to_string() })?;
+    match records[..upto].last() {
+        Some(record) if record.seq == head.seq && record.hash == head.hash => Ok(()),
+        Some(record) if record.seq == head.seq => Err(CheckpointError::Rewritten { instance, seq: head.seq }),
+        last => Err(CheckpointError::Shorter { instance, seq: head.seq, found: last.map_or(0, |r| r.seq) }),
+    }
+}
+
+/// A digest as 64 hex digits in human-readable formats (checkpoint files).
+mod hex_digest {
+    use super::Digest256;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &Digest256, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&digest.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Digest256, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Digest256::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +388,66 @@ mod tests {
                 serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
             assert_eq!(decoded.compute_hash(), record.hash);
         }
+    }
+
+    fn head_of(records: &[RecordedEvent]) -> ChainHead {
+        let last = records.last().unwrap();
+        ChainHead { instance: last.instance, seq: last.seq, hash: last.hash }
+    }
+
+    #[test]
+    fn a_history_rewritten_and_sealed_again_verifies_alone_but_not_against_a_checkpoint() {
+        let records = history();
+        let head = head_of(&records[..2]);
+        verify_against(&head, &records).unwrap();
+        // An insider with write access changes record 2 and seals it and everything after it again.
+        let mut forged = records[..1].to_vec();
+        let at = records[1].at;
+        let changed = Event::VariablesChanged {
+            scope: crate::runtime::Key(1),
+            element: "p".into(),
+            variables: VariableMap::from([("amount".to_owned(), serde_json::json!(100_000))]),
+        };
+        forged.extend(seal_all(
+            InstanceKey(7),
+            Some((1, records[0].hash)),
+            at,
+            &records[1].actor,
+            vec![changed, Event::InstanceCancelled],
+        ));
+        verify_chain(InstanceKey(7), &forged).unwrap();
+        assert_eq!(
+            verify_against(&head, &forged),
+            Err(CheckpointError::Rewritten { instance: InstanceKey(7), seq: 2 })
+        );
+        // Cut short, or broken before the head: both reported.
+        assert_eq!(
+            verify_against(&head, &records[..1]),
+            Err(CheckpointError::Shorter { instance: InstanceKey(7), seq: 2, found: 1 })
+        );
+        let mut broken = records.clone();
+        broken.remove(0);
+        assert!(matches!(verify_against(&head, &broken), Err(CheckpointError::Chain { .. })));
+    }
+
+    #[test]
+    fn a_checkpoint_root_covers_every_head_in_any_order() {
+        let records = history();
+        let a = head_of(&records[..2]);
+        let b = ChainHead { instance: InstanceKey(9), seq: 5, hash: records[2].hash };
+        let root = checkpoint_root(&[a, b]);
+        assert_eq!(root, checkpoint_root(&[b, a]), "the order given does not matter");
+        assert_ne!(root, checkpoint_root(&[a]), "a head left out changes it");
+        for changed in [
+            ChainHead { seq: 3, ..a },
+            ChainHead { instance: InstanceKey(8), ..a },
+            ChainHead { hash: records[0].hash, ..a },
+        ] {
+            assert_ne!(root, checkpoint_root(&[changed, b]), "{changed:?}");
+        }
+        // Heads read and written as JSON with hex hashes.
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(text.contains(&a.hash.to_hex()), "{text}");
+        assert_eq!(serde_json::from_str::<ChainHead>(&text).unwrap(), a);
     }
 }
