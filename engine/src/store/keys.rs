@@ -27,7 +27,7 @@
 //! | `messages` | (message name, correlation key, message u64) | `BufferedMessage` |
 //! | `message_ids` | message id | message key: (name, correlation key, message u64) |
 //! | `message_expiry` | (expires ms, message u64) | message key |
-//! | `operations` | seq u64 | `Operation`; the sled backend keeps it in its record log and stores a pointer here |
+//! | `operations` | seq u64 | `Operation` |
 //! | `signal_subscriptions` | (signal name, instance u64, subscription u64) | empty |
 //! | `schedules` | (process id, start event id) | `ScheduleEntry` (a timer start event's next start) |
 //! | `by_parent` | (parent instance u64, call activity element instance u64, child instance u64) | empty |
