@@ -6,7 +6,8 @@ mod demo;
 mod serve;
 
 /// sled and the engine allocate many small, short-lived buffers; mimalloc serves them markedly faster than
-/// glibc's allocator under two busy threads (see docs/benchmarks.md).
+/// glibc's allocator under two busy threads (see docs/benchmarks.md). Built without transparent huge pages
+/// (`no_thp`): with them every 2 MiB region mimalloc touched stayed resident whole, a third more RSS.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
