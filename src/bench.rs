@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Worker tasks polling at once (`--via worker`).
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Run on the in-memory backend (same flusher and group commit, no disk): the engine's own ceiling.
+    #[arg(long, conflicts_with = "dir")]
+    pub memory: bool,
 }
 
 /// Who runs the benchmark's jobs.
@@ -195,7 +198,24 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         window: Duration::from_micros(args.window_us),
         ..CommitConfig::default()
     };
+    if args.memory {
+        let store = govflow_engine::store::kv::KvStore::open_with(
+            govflow_engine::store::memory::MemoryKv::default(),
+            "memory",
+            config,
+        )?;
+        return bench_on(args, store, None).await;
+    }
     let store = open_sled_with(&dir, config).with_context(|| format!("cannot open {}", dir.display()))?;
+    bench_on(args, store, Some((dir, temporary))).await
+}
+
+/// The benchmark on an opened store; `dir` (and whether to remove it) for a store on disk.
+async fn bench_on<K: Kv + 'static>(
+    args: BenchArgs,
+    store: govflow_engine::store::kv::KvStore<K>,
+    dir: Option<(PathBuf, bool)>,
+) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
     engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
 
@@ -329,11 +349,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let stats = engine.store().commit_stats();
     let (rss, peak) = memory_mib();
     let latencies = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let bytes = dir_bytes(&dir);
+    let bytes = dir.as_ref().map_or(0, |(dir, _)| dir_bytes(dir));
     let n = args.instances;
     println!(
-        "bench: {n} instances of start → {} service task(s) → end, durable (flush + fdatasync per commit), group commit {}{}",
+        "bench: {n} instances of start → {} service task(s) → end, {}, group commit {}{}",
         args.tasks,
+        if dir.is_some() { "durable (flush + fdatasync per commit)" } else { "in memory (no disk)" },
         if args.no_group_commit { "off" } else { "on" },
         match args.rate {
             Some(rate) => format!(", open loop at {rate}/s"),
@@ -376,7 +397,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Ok(shell) = Arc::try_unwrap(shell) {
         shell.shutdown().await;
     }
-    if temporary {
+    if let Some((dir, true)) = dir {
         drop(engine);
         let _ = std::fs::remove_dir_all(&dir);
     }
