@@ -317,25 +317,26 @@ impl Kv for SledKv {
         // Record batches first go to the record log, durably; sled then gets pointers to them, in the
         // batch's order (a later write of a key replaces an earlier one).
         let mut appended = Vec::new();
+        let mut lengths = Vec::new();
         for write in &writes {
             if let Write::Put(tree, _, value) = write {
                 if logged(*tree) {
-                    if u32::try_from(value.len()).is_err() {
-                        return Err(backend(
-                            format!("cannot store a value of {}", tree.name()),
-                            "larger than 4 GiB",
-                        ));
-                    }
+                    let len = u32::try_from(value.len()).map_err(|_| {
+                        backend(format!("cannot store a value of {}", tree.name()), "larger than 4 GiB")
+                    })?;
+                    lengths.push(len);
                     appended.extend_from_slice(value);
                 }
             }
         }
         let mut next = if appended.is_empty() { 0 } else { self.record_log.append(&appended)? };
+        let mut lengths = lengths.into_iter();
         let mut batch = sled::Batch::default();
         for write in writes {
             match write {
-                Write::Put(tree, key, value) if logged(tree) => {
-                    let len = value.len() as u32; // checked above
+                Write::Put(tree, key, _) if logged(tree) => {
+                    // One length per logged put, in the same order.
+                    let len = lengths.next().unwrap_or_default();
                     batch.insert(prefixed(tree, &key), pointer(next, len));
                     next += u64::from(len);
                 }
