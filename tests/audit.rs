@@ -292,6 +292,22 @@ fn a_checkpoint_pins_every_chain_head_and_verify_checks_the_file_and_the_history
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("the file was altered"), "{out}");
 
+    // Not a checkpoint at all, or one of another format: named, never guessed at.
+    let garbage = dir.with_extension("garbage.json");
+    std::fs::write(&garbage, b"not json").unwrap();
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not a govflow checkpoint"), "{out}");
+    let mut other_format = written.clone();
+    other_format["format"] = serde_json::json!("govflow-checkpoint-9");
+    std::fs::write(&garbage, serde_json::to_vec(&other_format).unwrap()).unwrap();
+    let (code, out) =
+        govflow(&["audit", "verify", "--data", data, "--checkpoint", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("format \"govflow-checkpoint-9\", expected \"govflow-checkpoint-1\""), "{out}");
+    let _ = std::fs::remove_file(&garbage);
+
     // The history edited afterwards (record 5, in the record log): the chain breaks before the pinned head.
     let (_, offset, record) = batch_holding(&dir, 1, 5);
     edit_record_log(&dir, offset, |value| {

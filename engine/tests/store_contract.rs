@@ -2160,3 +2160,26 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
     let kinds: Vec<bool> = raw_records(&db, key).iter().map(|(_, value)| value.len() == 13).collect();
     assert_eq!(kinds, [false, true], "the old batch stays inline; the new one is in the log");
 }
+
+#[test]
+fn sled_reports_a_record_log_cut_short_as_corrupt_naming_the_offset() {
+    let dir = TestDir::new("store-contract", "record-log-short");
+    let definition = definition();
+    let key = {
+        let store = open_sled(&dir.0).unwrap();
+        let key = store.next_instance_key().unwrap();
+        let (_, first) = Journey::start(&definition, key, "APP-14", at("2027-01-06T09:00:00Z"));
+        store.commit(&first).unwrap();
+        key
+    };
+    let log = dir.0.join("records.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len / 2).unwrap();
+    let store = open_sled(&dir.0).unwrap();
+    match store.records(key, 1, usize::MAX) {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains("at offset 0 of the record log"), "{message}");
+        }
+        other => panic!("expected a corrupt-store error, got {other:?}"),
+    }
+}
