@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_encoding_is_pinned() {
+        // Every stored chain was hashed over this encoding: a dependency upgrade that changes it (serde_json's
+        // escaping or number output, chrono's date format) would orphan them all. This test fails first.
+        let at = DateTime::parse_from_rfc3339("2027-01-04T09:00:00+03:00").unwrap();
+        let variables = VariableMap::from([
+            ("amount".to_owned(), serde_json::json!(100)),
+            ("name".to_owned(), serde_json::json!({"given": "Amina", "scores": [1.5, -2, null, true]})),
+        ]);
+        let events = vec![
+            Event::VariablesChanged { scope: crate::runtime::Key(1), element: "p".into(), variables },
+            Event::InstanceCancelled,
+        ];
+        let actor = Actor::user("registrar-1", Some("Civil Registry".to_owned()));
+        let records = seal_all(InstanceKey(7), None, at, &actor, events);
+        assert_eq!(
+            records.iter().map(|r| r.hash.to_string()).collect::<Vec<_>>(),
+            [
+                "782f64ba9c54b25082930d965eb8d0c1a71adf196847d0bec1e8dce60b0a9932",
+                "c802cccd3dd2183998ef07643a00b85d796630b0232cdc9f48cd102cdafce60f",
+            ]
+        );
+    }
+
+    #[test]
     fn removing_or_reordering_records_is_detected() {
         let mut records = history();
         records.remove(1);

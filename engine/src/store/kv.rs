@@ -79,6 +79,9 @@ struct FlushQueue {
     closing: bool,
     /// A flush failed: every later write fails too, so nothing lands after a gap.
     failed: Option<String>,
+    /// The flusher is waiting on `queued`: only then does a submitter signal it (a signal is a futex
+    /// syscall even with nobody waiting, and the flusher looks at the queue again after every flush).
+    flusher_waiting: bool,
     n_flushes: u64,
     n_commits: u64,
     flush_nanos: u64,
@@ -235,7 +238,9 @@ fn flush_loop(kv: &dyn Kv, flusher: &Flusher, config: CommitConfig, mut next_ope
         let batch = {
             let mut queue = lock(&flusher.queue);
             while queue.pending.is_empty() && !queue.closing {
+                queue.flusher_waiting = true;
                 queue = flusher.queued.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+                queue.flusher_waiting = false;
             }
             if queue.pending.is_empty() {
                 return;
@@ -396,7 +401,9 @@ impl<K: Kv + 'static> KvStore<K> {
             return ticket;
         }
         queue.pending.push(Pending { writes, operations, ticket: ticket.clone() });
-        self.flusher.queued.notify_one();
+        if queue.flusher_waiting {
+            self.flusher.queued.notify_one();
+        }
         ticket
     }
 

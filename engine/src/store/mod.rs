@@ -62,9 +62,17 @@ pub struct CommitTicket(Arc<TicketSlot>);
 
 #[derive(Debug, Default)]
 struct TicketSlot {
-    outcome: Mutex<Option<std::result::Result<(), String>>>,
+    outcome: Mutex<Outcome>,
     waker: Mutex<Option<Waker>>,
     done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    result: Option<std::result::Result<(), String>>,
+    /// A thread blocks in `wait`: only then is `done` signalled (a signal is a futex syscall even with
+    /// nobody waiting, and most tickets are awaited, not waited on).
+    blocked: bool,
 }
 
 fn lock_slot<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,8 +86,14 @@ impl CommitTicket {
 
     /// Resolves the ticket (the flusher calls this once the batch is durable, or failed).
     pub fn resolve(&self, outcome: std::result::Result<(), String>) {
-        *lock_slot(&self.0.outcome) = Some(outcome);
-        self.0.done.notify_all();
+        let blocked = {
+            let mut slot = lock_slot(&self.0.outcome);
+            slot.result = Some(outcome);
+            slot.blocked
+        };
+        if blocked {
+            self.0.done.notify_all();
+        }
         if let Some(waker) = lock_slot(&self.0.waker).take() {
             waker.wake();
         }
@@ -87,12 +101,15 @@ impl CommitTicket {
 
     /// Blocks until the batch is durable.
     pub fn wait(self) -> Result<()> {
-        let mut outcome = lock_slot(&self.0.outcome);
+        let mut slot = lock_slot(&self.0.outcome);
         loop {
-            if let Some(outcome) = outcome.take() {
+            if let Some(outcome) = slot.result.take() {
                 return outcome.map_err(StoreError::Backend);
             }
-            outcome = self.0.done.wait(outcome).unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Set under the lock that `resolve` takes to store the outcome, so it sees the flag or we
+            // see the outcome.
+            slot.blocked = true;
+            slot = self.0.done.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 }
@@ -109,7 +126,7 @@ impl Future for CommitTicket {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         // The waker is stored before the outcome is checked, so a resolve in between still wakes us.
         *lock_slot(&self.0.waker) = Some(cx.waker().clone());
-        match lock_slot(&self.0.outcome).take() {
+        match lock_slot(&self.0.outcome).result.take() {
             Some(outcome) => Poll::Ready(outcome.map_err(StoreError::Backend)),
             None => Poll::Pending,
         }
