@@ -111,6 +111,7 @@ for_every_backend!(
     signal_subscriptions_and_children_are_listed,
     buffered_messages_have_increasing_keys_unique_ids_and_expire_in_time,
     operations_are_sequenced_from_one_across_restarts_and_filtered,
+    a_flush_with_more_operations_than_one_entry_holds_reads_back_whole_and_in_order,
     concurrent_commits_share_flushes_and_lose_nothing,
     instance_keys_are_reserved_in_blocks_and_a_restart_skips_ahead,
     regression_a_version_alone_filters_the_instance_listing,
@@ -1590,6 +1591,80 @@ fn operations_are_sequenced_from_one_across_restarts_and_filtered(mut backend: B
     assert_eq!(last.iter().map(|operation| operation.seq).collect::<Vec<_>>(), [9]);
 }
 
+/// One commit with 600 operations: the log stores them in entries of up to 256, and every read, cursor
+/// and page sees the 600 in order, across a restart.
+fn a_flush_with_more_operations_than_one_entry_holds_reads_back_whole_and_in_order(mut backend: Backend) {
+    let definition = definition();
+    let key = InstanceKey(1);
+    let store = backend.store();
+    let (mut journey, mut batch) = Journey::start(&definition, key, "APP-1", at("2027-01-04T09:05:00Z"));
+    batch.operations = (0..600)
+        .map(|i| {
+            let user = if i % 7 == 0 { "clerk-7" } else { "registrar-1" };
+            let name = format!("field{i}");
+            operation(
+                "2027-01-04T09:05:00Z",
+                user,
+                OperationKind::Create,
+                variable_target(key, &name),
+                "start",
+            )
+        })
+        .collect();
+    store.commit(&batch).unwrap();
+    let mut next = journey.complete(&definition, "verify-id", at("2027-01-04T09:10:00Z"));
+    next.operations = vec![operation(
+        "2027-01-04T09:10:00Z",
+        "clerk-7",
+        OperationKind::Update,
+        instance_target(key),
+        "waiting",
+    )];
+    store.commit(&next).unwrap();
+    let written: Vec<Operation> = batch.operations.iter().chain(&next.operations).cloned().collect();
+    let expected: Vec<Operation> =
+        written.iter().zip(1..).map(|(operation, seq)| Operation { seq, ..operation.clone() }).collect();
+    for _ in 0..2 {
+        let store = backend.store();
+        assert_eq!(store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap(), expected);
+        for page in [1, 100, 255, 256, 257, 1000] {
+            assert_eq!(
+                every_operation_page(store, &OperationFilter::default(), page),
+                expected,
+                "pages of {page}"
+            );
+        }
+        // A cursor inside an entry, at its end, and at the start of the next.
+        for after in [1_u64, 100, 255, 256, 257, 511, 512, 599, 600, 601] {
+            let found = store.operations(&OperationFilter::default(), after, 3).unwrap();
+            let model: Vec<Operation> =
+                expected.iter().filter(|operation| operation.seq > after).take(3).cloned().collect();
+            assert_eq!(found, model, "after {after}");
+        }
+        let clerk = OperationFilter { user: Some("clerk-7".into()), ..OperationFilter::default() };
+        let model: Vec<Operation> =
+            expected.iter().filter(|operation| clerk.matches(operation)).cloned().collect();
+        assert_eq!(model.len(), 87);
+        assert_eq!(every_operation_page(store, &clerk, 10), model);
+        backend.restart();
+    }
+    let store = backend.store();
+    store
+        .put_deployment(
+            &deployment("review", 1),
+            operation(
+                "2027-01-04T10:00:00Z",
+                "admin",
+                OperationKind::Create,
+                definition_target("review", 1),
+                "r",
+            ),
+        )
+        .unwrap();
+    let last = store.operations(&OperationFilter::default(), 600, usize::MAX).unwrap();
+    assert_eq!(last.iter().map(|operation| operation.seq).collect::<Vec<_>>(), [601, 602]);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Group commit
 
@@ -2159,6 +2234,67 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
     assert_eq!(db.get(version_key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes(), "marked upgraded");
     let kinds: Vec<bool> = raw_records(&db, key).iter().map(|(_, value)| value.len() == 13).collect();
     assert_eq!(kinds, [false, true], "the old batch stays inline; the new one is in the log");
+}
+
+#[test]
+fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
+    let dir = TestDir::new("store-contract", "format-3");
+    let definition = definition();
+    let key = InstanceKey(1);
+    let (mut journey, mut first) = Journey::start(&definition, key, "APP-15", at("2027-01-06T09:00:00Z"));
+    first.operations = (0..3)
+        .map(|i| {
+            let name = format!("field{i}");
+            operation(
+                "2027-01-06T09:00:00Z",
+                "registrar-1",
+                OperationKind::Create,
+                variable_target(key, &name),
+                "s",
+            )
+        })
+        .collect();
+    open_sled(&dir.0).unwrap().commit(&first).unwrap();
+    {
+        // Rewrite it as format 3 left it: each operation its own entry, keyed by its seq.
+        let db = sled::open(&dir.0).unwrap();
+        let prefix = [Tree::Operations.prefix()];
+        let entries: Vec<(sled::IVec, sled::IVec)> = db.scan_prefix(prefix).map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 1, "format 4 keeps one flush's operations in one entry");
+        let operations: Vec<Operation> = rmp_serde::from_slice(&entries[0].1).unwrap();
+        db.remove(&entries[0].0).unwrap();
+        for operation in &operations {
+            let raw_key = [&prefix[..], &keys::operation(operation.seq)].concat();
+            db.insert(raw_key, rmp_serde::to_vec_named(operation).unwrap()).unwrap();
+        }
+        let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+        db.insert(version_key, &3_u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled(&dir.0).unwrap();
+    let mut second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
+    second.operations = vec![operation(
+        "2027-01-06T09:10:00Z",
+        "clerk-2",
+        OperationKind::Update,
+        instance_target(key),
+        "waiting",
+    )];
+    store.commit(&second).unwrap();
+    let expected: Vec<Operation> = first
+        .operations
+        .iter()
+        .chain(&second.operations)
+        .zip(1..)
+        .map(|(operation, seq)| Operation { seq, ..operation.clone() })
+        .collect();
+    assert_eq!(store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap(), expected);
+    assert_eq!(every_operation_page(&store, &OperationFilter::default(), 1), expected);
+    assert_eq!(store.operations(&OperationFilter::default(), 2, usize::MAX).unwrap(), expected[2..]);
+    drop(store);
+    let db = sled::open(&dir.0).unwrap();
+    let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+    assert_eq!(db.get(version_key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes(), "marked upgraded");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! # Invariants
 //! For every index, the byte order of encoded keys equals the order of the decoded tuples: record batches
 //! of an instance by their last sequence number, timers by (due time, instance, timer), jobs by (type,
-//! instance, job), the operation log by its sequence number. A change here is a store format change (bump
+//! instance, job), the operation log by the last sequence number of each entry. A change here is a store format change (bump
 //! `STORE_FORMAT_VERSION`).
 //!
 //! # Layout
@@ -27,7 +27,7 @@
 //! | `messages` | (message name, correlation key, message u64) | `BufferedMessage` |
 //! | `message_ids` | message id | message key: (name, correlation key, message u64) |
 //! | `message_expiry` | (expires ms, message u64) | message key |
-//! | `operations` | seq u64 | `Operation` |
+//! | `operations` | last seq u64 of the entry | the `Operation`s of one flush, up to 256 (format 4; one `Operation` alone before) |
 //! | `signal_subscriptions` | (signal name, instance u64, subscription u64) | empty |
 //! | `schedules` | (process id, start event id) | `ScheduleEntry` (a timer start event's next start) |
 //! | `by_parent` | (parent instance u64, call activity element instance u64, child instance u64) | empty |

@@ -204,6 +204,24 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
     rmp_serde::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
 }
 
+/// Operations per entry of the operation log (one flush's operations fill as many entries as they need).
+const OPERATIONS_PER_ENTRY: usize = 256;
+
+/// Entries the operation-log query reads at once.
+const OPERATION_ENTRIES_PER_PAGE: usize = 16;
+
+/// The operations of one entry of the operation log: an array of them (format 4), or one operation alone
+/// (formats before; MessagePack or JSON).
+fn decode_operations(key: &[u8], value: &[u8]) -> Result<Vec<Operation>> {
+    let seq = keys::read_u64(key, 0).unwrap_or(0);
+    let what = format!("the operation-log entry ending at {seq}");
+    match value.first() {
+        // MessagePack array markers: fixarray, array 16, array 32.
+        Some(0x90..=0x9f | 0xdc | 0xdd) => decode(&what, value),
+        _ => Ok(vec![decode(&what, value)?]),
+    }
+}
+
 /// The key just after every key starting with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -258,20 +276,25 @@ fn flush_loop(kv: &dyn Kv, flusher: &Flusher, config: CommitConfig, mut next_ope
         };
         let mut writes = Vec::new();
         let mut tickets = Vec::with_capacity(batch.len());
-        let mut outcome = Ok(());
+        let mut operations = Vec::new();
         for pending in batch {
             writes.extend(pending.writes);
             for mut operation in pending.operations {
                 operation.seq = next_operation;
                 next_operation += 1;
-                match encode(&operation) {
-                    Ok(value) => {
-                        writes.push(Write::Put(Tree::Operations, keys::operation(operation.seq), value))
-                    }
-                    Err(error) => outcome = Err(error),
-                }
+                operations.push(operation);
             }
             tickets.push(pending.ticket);
+        }
+        // The flush's operations go in entries of up to OPERATIONS_PER_ENTRY, each keyed by its last seq:
+        // one key per entry rather than per operation keeps the backend's page table small.
+        let mut outcome = Ok(());
+        for chunk in operations.chunks(OPERATIONS_PER_ENTRY) {
+            let last = chunk.last().map_or(0, |operation| operation.seq);
+            match encode(&chunk) {
+                Ok(value) => writes.push(Write::Put(Tree::Operations, keys::operation(last), value)),
+                Err(error) => outcome = Err(error),
+            }
         }
         let flush_started = std::time::Instant::now();
         let outcome = outcome.and_then(|()| kv.apply(writes)).map_err(|error| error.to_string());
@@ -1052,22 +1075,24 @@ impl<K: Kv + 'static> Store for KvStore<K> {
 
     fn operations(&self, filter: &OperationFilter, after: u64, limit: usize) -> Result<Vec<Operation>> {
         let mut out = Vec::new();
+        // Entries are keyed by their last seq: the one holding `after + 1` is the first at or after it.
         let mut from = keys::operation(after.saturating_add(1));
         // Scan in pages so a selective filter does not load the whole log at once.
         loop {
-            let page = self.kv.scan(Tree::Operations, &from, None, 1024)?;
+            let page = self.kv.scan(Tree::Operations, &from, None, OPERATION_ENTRIES_PER_PAGE)?;
             let Some((last, _)) = page.last() else { break };
             from = keys::operation(keys::read_u64(last, 0).unwrap_or(u64::MAX).saturating_add(1));
-            for (_, value) in &page {
-                let operation: Operation = decode("operation", value)?;
-                if filter.matches(&operation) {
-                    out.push(operation);
-                    if out.len() >= limit {
-                        return Ok(out);
+            for (key, value) in &page {
+                for operation in decode_operations(key, value)? {
+                    if operation.seq > after && filter.matches(&operation) {
+                        out.push(operation);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
                     }
                 }
             }
-            if page.len() < 1024 {
+            if page.len() < OPERATION_ENTRIES_PER_PAGE {
                 break;
             }
         }

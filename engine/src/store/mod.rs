@@ -34,11 +34,13 @@ use crate::runtime::{Action, Event, IncidentKind, Instance, InstanceKey, Instanc
 ///
 /// 3: the sled backend may store record batches in its record log (`store::sled`), which builds before
 /// cannot read.
-pub const STORE_FORMAT_VERSION: u32 = 3;
+/// 4: an operation-log entry holds the operations of one flush (up to 256), not one operation.
+pub const STORE_FORMAT_VERSION: u32 = 4;
 
 /// Older formats this build reads as they are and marks as the current one when it opens them: format 2
-/// differs only in keeping every record batch inline, which this build still reads.
-pub const UPGRADABLE_FORMAT_VERSIONS: &[u32] = &[2];
+/// keeps every record batch inline and formats 2 and 3 one operation per operation-log entry, which this
+/// build still reads.
+pub const UPGRADABLE_FORMAT_VERSIONS: &[u32] = &[2, 3];
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
