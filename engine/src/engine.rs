@@ -575,6 +575,11 @@ impl<S: Store> Engine<S> {
                 .ok_or_else(|| EngineError::UnknownProcess(format!("{process_id} version {version}")))?;
             deployments.push(deployment);
         }
+        // A version with instances is refused before anything is taken away, so starts meanwhile never
+        // notice a refused deletion. The check is repeated below, where it is exact.
+        for deployment in &deployments {
+            self.refuse_if_in_use(process_id, deployment.version, |error| error)?;
+        }
         let keys: Vec<(String, u32)> = versions.iter().map(|&v| (process_id.to_owned(), v)).collect();
         // Take the definitions away first, so no new instance can start on them; once the gate is ours,
         // every start that found one has submitted its first batch, and `sync` makes those durable, so
@@ -591,25 +596,35 @@ impl<S: Store> Engine<S> {
         self.store.sync().map_err(|error| restore(error.into()))?;
         let mut operations = Vec::with_capacity(versions.len());
         for deployment in &deployments {
-            let filter = InstanceFilter {
-                process_id: Some(process_id.to_owned()),
-                version: Some(deployment.version),
-                ..InstanceFilter::default()
-            };
-            let n_instances =
-                self.store.instances(&filter, None, usize::MAX).map_err(|e| restore(e.into()))?.len();
-            if n_instances > 0 {
-                let version = deployment.version;
-                return Err(restore(EngineError::InUse {
-                    process_id: process_id.to_owned(),
-                    version,
-                    n_instances,
-                }));
-            }
+            self.refuse_if_in_use(process_id, deployment.version, restore)?;
             operations.push(self.definition_operation(deployment, OperationKind::Delete, None, actor));
         }
         self.store.delete_deployments(&keys, operations).map_err(|error| restore(error.into()))?;
         self.reconcile_schedules()?;
+        Ok(())
+    }
+
+    /// `InUse` (passed through `on_error`, as is a store error) when instances of the version exist.
+    fn refuse_if_in_use(
+        &self,
+        process_id: &str,
+        version: u32,
+        on_error: impl Fn(EngineError) -> EngineError,
+    ) -> Result<()> {
+        let filter = InstanceFilter {
+            process_id: Some(process_id.to_owned()),
+            version: Some(version),
+            ..InstanceFilter::default()
+        };
+        let n_instances =
+            self.store.instances(&filter, None, usize::MAX).map_err(|e| on_error(e.into()))?.len();
+        if n_instances > 0 {
+            return Err(on_error(EngineError::InUse {
+                process_id: process_id.to_owned(),
+                version,
+                n_instances,
+            }));
+        }
         Ok(())
     }
 

@@ -76,6 +76,7 @@ for_every_backend!(
     a_disabled_definition_cannot_be_started,
     a_definition_in_use_cannot_be_deleted,
     a_deletion_racing_starts_never_leaves_an_instance_without_its_definition,
+    a_refused_deletion_of_the_latest_version_never_sends_starts_to_an_older_one,
     the_operation_log_records_who_changed_definitions_instances_and_variables,
     a_call_activity_starts_a_child_and_completes_when_it_does,
     a_call_activity_to_a_missing_process_raises_an_incident,
@@ -525,6 +526,35 @@ fn a_deletion_racing_starts_never_leaves_an_instance_without_its_definition<S: S
         }
     }
     assert_eq!(refused + done, 40);
+}
+
+/// Deleting the latest version while it has instances is refused, and starts running meanwhile keep
+/// getting that version: the refusal never takes it away, not even for a moment.
+fn a_refused_deletion_of_the_latest_version_never_sends_starts_to_an_older_one<S: Store>(h: Harness<S>) {
+    h.engine.deploy("permit.bpmn", one_task("permit", "pay").as_bytes(), &admin()).unwrap();
+    h.engine.deploy("permit.bpmn", one_task("permit", "pay-v2").as_bytes(), &admin()).unwrap();
+    h.engine.start("permit", VariableMap::new(), None, &registrar()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let versions = std::thread::scope(|scope| {
+        let starter = scope.spawn(|| {
+            let mut versions = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = h.engine.start("permit", VariableMap::new(), None, &registrar()).unwrap();
+                versions.push(h.engine.instance(key).unwrap().meta.version);
+            }
+            versions
+        });
+        for attempt in 0..200 {
+            match h.engine.delete_definition("permit", 2, &admin()) {
+                Err(EngineError::InUse { version: 2, .. }) => {}
+                other => panic!("attempt {attempt}: expected InUse, got {other:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        starter.join().unwrap()
+    });
+    assert!(!versions.is_empty());
+    assert!(versions.iter().all(|&version| version == 2), "a start got version 1: {versions:?}");
 }
 
 fn several_files_deploy_all_or_nothing<S: Store>(h: Harness<S>) {
