@@ -380,9 +380,23 @@ mod tests {
             ("amount".to_owned(), serde_json::json!(100)),
             ("name".to_owned(), serde_json::json!({"given": "Amina", "scores": [1.5, -2, null, true]})),
         ]);
+        // Escapes, non-ASCII, floats of every shape and an object whose keys arrive unsorted.
+        let awkward = VariableMap::from([
+            ("note".to_owned(), serde_json::json!("quote \" backslash \\ newline \n control \u{1} é 🇰🇪 a/b")),
+            (
+                "floats".to_owned(),
+                serde_json::json!([0.1, 1e-7, 1e21, -0.0, 123456789.125, u64::MAX, i64::MIN]),
+            ),
+            ("unsorted".to_owned(), serde_json::from_str("{\"z\": 1, \"a\": {\"y\": 2, \"b\": 3}}").unwrap()),
+        ]);
         let events = vec![
             Event::VariablesChanged { scope: crate::runtime::Key(1), element: "p".into(), variables },
             Event::InstanceCancelled,
+            Event::VariablesChanged {
+                scope: crate::runtime::Key(1),
+                element: "p".into(),
+                variables: awkward,
+            },
         ];
         let actor = Actor::user("registrar-1", Some("Civil Registry".to_owned()));
         let records = seal_all(InstanceKey(7), None, at, &actor, events);
@@ -391,6 +405,7 @@ mod tests {
             [
                 "782f64ba9c54b25082930d965eb8d0c1a71adf196847d0bec1e8dce60b0a9932",
                 "c802cccd3dd2183998ef07643a00b85d796630b0232cdc9f48cd102cdafce60f",
+                "d88ff86b0c0a908cd9f856663e84025c446f79399c4f1b7c62c182f07871e32e",
             ]
         );
     }

@@ -2236,6 +2236,65 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
     assert_eq!(kinds, [false, true], "the old batch stays inline; the new one is in the log");
 }
 
+/// The seqs that key the raw operation-log entries of a sled store.
+fn raw_operation_keys(dir: &std::path::Path) -> Vec<u64> {
+    let db = sled::open(dir).unwrap();
+    db.scan_prefix([Tree::Operations.prefix()])
+        .map(|entry| keys::read_u64(&entry.unwrap().0, 1).unwrap())
+        .collect()
+}
+
+#[test]
+fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
+    let dir = TestDir::new("store-contract", "operation-entries");
+    let definition = definition();
+    let key = InstanceKey(1);
+    let (mut journey, mut first) = Journey::start(&definition, key, "APP-16", at("2027-01-06T09:00:00Z"));
+    first.operations = (0..600)
+        .map(|i| {
+            let name = format!("field{i}");
+            operation(
+                "2027-01-06T09:00:00Z",
+                "registrar-1",
+                OperationKind::Create,
+                variable_target(key, &name),
+                "s",
+            )
+        })
+        .collect();
+    // Then ten operations with 20 KB details each: more than one entry of at most 64 KiB holds them.
+    let mut second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
+    second.operations = (0..10)
+        .map(|i| {
+            let detail = format!("{i}").repeat(20_000);
+            operation("2027-01-06T09:10:00Z", "clerk-2", OperationKind::Update, instance_target(key), &detail)
+        })
+        .collect();
+    {
+        let store = open_sled(&dir.0).unwrap();
+        store.commit(&first).unwrap();
+        store.commit(&second).unwrap();
+        let expected: Vec<Operation> = first
+            .operations
+            .iter()
+            .chain(&second.operations)
+            .zip(1..)
+            .map(|(operation, seq)| Operation { seq, ..operation.clone() })
+            .collect();
+        assert_eq!(store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap(), expected);
+    }
+    let keys = raw_operation_keys(&dir.0);
+    assert_eq!(keys[..3], [256, 512, 600], "600 operations of one flush: entries of 256");
+    assert_eq!(keys.last(), Some(&610));
+    assert!(keys.len() >= 3 + 4, "10 operations of 20 KB: at least 4 entries, got keys {keys:?}");
+    let db = sled::open(&dir.0).unwrap();
+    for entry in db.scan_prefix([Tree::Operations.prefix()]) {
+        let value = entry.unwrap().1;
+        let operations: Vec<Operation> = rmp_serde::from_slice(&value).unwrap();
+        assert!(value.len() <= 64 * 1024 || operations.len() == 1, "an entry of {} bytes", value.len());
+    }
+}
+
 #[test]
 fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
     let dir = TestDir::new("store-contract", "format-3");

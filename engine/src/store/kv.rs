@@ -207,8 +207,26 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
 /// Operations per entry of the operation log (one flush's operations fill as many entries as they need).
 const OPERATIONS_PER_ENTRY: usize = 256;
 
-/// Entries the operation-log query reads at once.
-const OPERATION_ENTRIES_PER_PAGE: usize = 16;
+/// The most bytes an operation-log entry holds when it has more than one operation: long details or names
+/// split a flush's operations further, so an entry stays far below the size sled moves to a blob file.
+const OPERATION_ENTRY_BYTES: usize = 64 * 1024;
+
+/// Entries the operation-log query reads first; each next page is twice as large, up to the last.
+const OPERATION_ENTRIES_PER_PAGE: [usize; 2] = [16, 1024];
+
+/// The writes for `operations` (one flush's, in seq order): one entry, keyed by its last seq, or halves
+/// of them when the entry would pass `OPERATION_ENTRY_BYTES`.
+fn operation_entries(operations: &[Operation], writes: &mut Vec<Write>) -> Result<()> {
+    let Some(last) = operations.last() else { return Ok(()) };
+    let value = encode(&operations)?;
+    if value.len() > OPERATION_ENTRY_BYTES && operations.len() > 1 {
+        let (first, second) = operations.split_at(operations.len() / 2);
+        operation_entries(first, writes)?;
+        return operation_entries(second, writes);
+    }
+    writes.push(Write::Put(Tree::Operations, keys::operation(last.seq), value));
+    Ok(())
+}
 
 /// The operations of one entry of the operation log: an array of them (format 4), or one operation alone
 /// (formats before; MessagePack or JSON).
@@ -290,10 +308,8 @@ fn flush_loop(kv: &dyn Kv, flusher: &Flusher, config: CommitConfig, mut next_ope
         // one key per entry rather than per operation keeps the backend's page table small.
         let mut outcome = Ok(());
         for chunk in operations.chunks(OPERATIONS_PER_ENTRY) {
-            let last = chunk.last().map_or(0, |operation| operation.seq);
-            match encode(&chunk) {
-                Ok(value) => writes.push(Write::Put(Tree::Operations, keys::operation(last), value)),
-                Err(error) => outcome = Err(error),
+            if let Err(error) = operation_entries(chunk, &mut writes) {
+                outcome = Err(error);
             }
         }
         let flush_started = std::time::Instant::now();
@@ -1077,9 +1093,11 @@ impl<K: Kv + 'static> Store for KvStore<K> {
         let mut out = Vec::new();
         // Entries are keyed by their last seq: the one holding `after + 1` is the first at or after it.
         let mut from = keys::operation(after.saturating_add(1));
-        // Scan in pages so a selective filter does not load the whole log at once.
+        // Scan in pages so a selective filter does not load the whole log at once; small first, since
+        // an unfiltered page is often satisfied by the first entries.
+        let [mut page_size, max_page_size] = OPERATION_ENTRIES_PER_PAGE;
         loop {
-            let page = self.kv.scan(Tree::Operations, &from, None, OPERATION_ENTRIES_PER_PAGE)?;
+            let page = self.kv.scan(Tree::Operations, &from, None, page_size)?;
             let Some((last, _)) = page.last() else { break };
             from = keys::operation(keys::read_u64(last, 0).unwrap_or(u64::MAX).saturating_add(1));
             for (key, value) in &page {
@@ -1092,9 +1110,10 @@ impl<K: Kv + 'static> Store for KvStore<K> {
                     }
                 }
             }
-            if page.len() < OPERATION_ENTRIES_PER_PAGE {
+            if page.len() < page_size {
                 break;
             }
+            page_size = (page_size * 2).min(max_page_size);
         }
         Ok(out)
     }

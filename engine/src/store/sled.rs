@@ -271,10 +271,19 @@ fn open_db_on_own_thread(path: &Path) -> Result<sled::Db> {
     let owned = path.to_path_buf();
     let opened = std::thread::Builder::new()
         .name("govflow-sled-open".to_owned())
+        // The main thread's stack size: sled's recovery runs there when embedded without this thread.
+        .stack_size(8 * 1024 * 1024)
         .spawn(move || open_db(&owned))
         .map_err(|error| backend(format!("cannot start a thread to open the database at {shown}"), error))?
         .join()
-        .map_err(|_| StoreError::Backend(format!("sled panicked while opening the database at {shown}")))?;
+        .map_err(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            backend(format!("sled panicked while opening the database at {shown}"), message)
+        })?;
     opened.map_err(|error| backend(format!("cannot open the database at {shown}"), error))
 }
 
