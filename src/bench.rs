@@ -633,12 +633,21 @@ struct ColdStart {
     /// sled's recovery freed only after its purge delay (mimalloc: 1 s), so the first reading counts it.
     #[serde(default)]
     settled_rss_mib: u64,
+    /// VmRSS after the shell then started `LIGHT_LOAD` more instances (the engine at work, which lets the
+    /// allocator return what it still held), and VmHWM then.
+    #[serde(default)]
+    loaded_rss_mib: u64,
+    #[serde(default)]
+    loaded_peak_mib: u64,
     /// Entries in the store's timer index (counted after the measurement).
     n_timers: u64,
 }
 
 /// How long the cold start lets the running shell settle before reading its memory again.
 const SETTLE: Duration = Duration::from_secs(3);
+
+/// Instances the cold start then starts (due 30 days ahead too) before reading its memory a third time.
+const LIGHT_LOAD: u64 = 1_000;
 
 /// Opens the store in `dir` as the engine starts up: store, engine, shell (which loads the timer window).
 async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
@@ -647,11 +656,14 @@ async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
     let open_store = begin.elapsed();
     let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
     let open_engine = begin.elapsed();
-    let shell = Shell::builder(Arc::clone(&engine)).start().await?;
+    let shell = Arc::new(Shell::builder(Arc::clone(&engine)).start().await?);
     let start_shell = begin.elapsed();
     let (rss_mib, peak_mib) = memory_mib();
     tokio::time::sleep(SETTLE).await;
     let (settled_rss_mib, _) = memory_mib();
+    let base = engine.now().timestamp_micros() + 30 * DAY;
+    start_instances(&shell, LIGHT_LOAD, 64, 0, |i| base + spread(DAY, i, LIGHT_LOAD)).await?;
+    let (loaded_rss_mib, loaded_peak_mib) = memory_mib();
     let mut n_timers = 0u64;
     let mut from = Vec::new();
     loop {
@@ -665,7 +677,9 @@ async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
             _ => break,
         }
     }
-    shell.shutdown().await;
+    if let Ok(shell) = Arc::try_unwrap(shell) {
+        shell.shutdown().await;
+    }
     let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
     Ok(ColdStart {
         open_store_ms: ms(open_store),
@@ -674,6 +688,8 @@ async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
         rss_mib,
         peak_mib,
         settled_rss_mib,
+        loaded_rss_mib,
+        loaded_peak_mib,
         n_timers,
     })
 }
@@ -777,8 +793,15 @@ fn bench_pending(n: u64, args: &TimerArgs, dir: &std::path::Path) -> anyhow::Res
         wall.as_secs_f64()
     );
     println!(
-        "memory after the cold start: RSS {} MiB, peak {} MiB; RSS {} MiB once the running shell settled ({} s); {} timers in the store",
-        cold.rss_mib, cold.peak_mib, cold.settled_rss_mib, SETTLE.as_secs(), cold.n_timers
+        "memory after the cold start: RSS {} MiB, peak {} MiB; RSS {} MiB once the running shell settled ({} s); RSS {} MiB, peak {} MiB after it started {} more instances; {} timers in the store",
+        cold.rss_mib,
+        cold.peak_mib,
+        cold.settled_rss_mib,
+        SETTLE.as_secs(),
+        cold.loaded_rss_mib,
+        cold.loaded_peak_mib,
+        LIGHT_LOAD,
+        cold.n_timers
     );
     Ok(())
 }

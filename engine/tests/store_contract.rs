@@ -106,6 +106,7 @@ for_every_backend!(
     timers_between_reads_a_slice_of_the_due_index,
     readers_never_see_half_a_batch,
     instances_are_listed_through_every_secondary_index_with_cursor_paging,
+    listings_larger_than_an_index_page_keep_instance_order_across_versions,
     an_instance_moves_from_the_active_listing_to_the_completed_one,
     user_tasks_and_incidents_are_listed_while_open,
     signal_subscriptions_and_children_are_listed,
@@ -843,6 +844,71 @@ fn started(after: Option<&str>, before: Option<&str>) -> InstanceFilter {
         started_before: before.map(at),
         ..InstanceFilter::default()
     }
+}
+
+/// 700 instances over three versions (interleaved keys), started in reverse key order: every index
+/// holds more entries than one page the store reads at a time (256), and listings still come in instance
+/// order with exact cursors.
+fn listings_larger_than_an_index_page_keep_instance_order_across_versions(mut backend: Backend) {
+    let versions =
+        [definition_of("certificate", 1), definition_of("certificate", 2), definition_of("certificate", 7)];
+    let store = backend.store();
+    let base = at("2027-01-04T09:00:00Z");
+    let population: Vec<InstanceMeta> = (1..=700_u64)
+        .map(|key| {
+            let business_key = (key % 4 == 0).then_some("BK-FOUR");
+            let started = base - chrono::Duration::seconds(i64::try_from(key).unwrap());
+            let definition = &versions[usize::try_from(key % 3).unwrap()];
+            let (journey, batch) =
+                Journey::begin(definition, InstanceKey(key), business_key, None, VariableMap::new(), started);
+            store.commit(&batch).unwrap();
+            journey.meta
+        })
+        .collect();
+    backend.restart();
+    let store = backend.store();
+    let all: Vec<u64> = (1..=700).collect();
+    let every_third =
+        |first: u64| -> Vec<u64> { all.iter().copied().filter(|key| key % 3 == first % 3).collect() };
+    check_listing(store, &population, &by_process("certificate", None), &all);
+    check_listing(store, &population, &by_process("certificate", Some(2)), &every_third(1));
+    check_listing(store, &population, &by_process("certificate", Some(7)), &every_third(2));
+    check_listing(store, &population, &by_status(InstanceStatus::Active), &all);
+    let fours: Vec<u64> = all.iter().copied().filter(|key| key % 4 == 0).collect();
+    check_listing(store, &population, &by_business_key("BK-FOUR"), &fours);
+    // Started in the last 100 seconds before `base`: keys 1 to 100 (a narrow window, read whole).
+    let window = started(Some("2027-01-04T08:58:20Z"), Some("2027-01-04T09:00:00Z"));
+    check_listing(store, &population, &window, &(1..=100).collect::<Vec<u64>>());
+    let both = InstanceFilter { status: Some(InstanceStatus::Active), ..by_process("certificate", Some(1)) };
+    check_listing(store, &population, &both, &every_third(3));
+    // A small page of a large listing: the first 5 after a cursor.
+    let page = store.instances(&by_process("certificate", None), Some(InstanceKey(600)), 5).unwrap();
+    assert_eq!(keys_of(&page), [601, 602, 603, 604, 605]);
+}
+
+#[test]
+fn a_start_time_window_wider_than_the_index_read_is_answered_in_instance_order() {
+    // Above the 10,000 index entries a listing sorts, the store scans instances in key order instead.
+    let backend = Backend::memory();
+    let definition = definition_of("certificate", 1);
+    let store = backend.store();
+    let base = at("2027-01-04T09:00:00Z");
+    let population: Vec<InstanceMeta> = (1..=10_050_u64)
+        .map(|key| {
+            let started = base - chrono::Duration::seconds(i64::try_from(key).unwrap());
+            let (journey, batch) =
+                Journey::begin(&definition, InstanceKey(key), None, None, VariableMap::new(), started);
+            store.commit(&batch).unwrap();
+            journey.meta
+        })
+        .collect();
+    let store = backend.store();
+    let wide = started(Some("2027-01-01T00:00:00Z"), Some("2027-01-04T08:59:00Z"));
+    let model: Vec<InstanceMeta> = population.iter().filter(|meta| wide.matches(meta)).cloned().collect();
+    assert_eq!(model.len(), 10_050 - 60);
+    assert_eq!(store.instances(&wide, None, usize::MAX).unwrap(), model);
+    assert_eq!(every_page(store, &wide, 1000), model);
+    assert_eq!(keys_of(&store.instances(&wide, Some(InstanceKey(5000)), 3).unwrap()), [5001, 5002, 5003]);
 }
 
 fn instances_are_listed_through_every_secondary_index_with_cursor_paging(mut backend: Backend) {

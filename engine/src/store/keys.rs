@@ -279,6 +279,12 @@ pub fn status_code(status: InstanceStatus) -> u8 {
     }
 }
 
+/// The version of a `by_process` entry: the u32 between the process id and the instance key.
+pub fn by_process_version(key: &[u8]) -> Option<u32> {
+    let at = key.len().checked_sub(12)?;
+    Some(u32::from_be_bytes(key.get(at..at + 4)?.try_into().ok()?))
+}
+
 pub fn by_status(status: InstanceStatus, instance: InstanceKey) -> Vec<u8> {
     let mut key = vec![status_code(status)];
     u64_be(&mut key, instance.0);

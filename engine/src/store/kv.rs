@@ -204,6 +204,52 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
     rmp_serde::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
 }
 
+/// Most entries of the start-time index an instance listing reads and sorts; a wider window is answered
+/// by scanning instances in key order instead.
+const TIME_WINDOW_CANDIDATES: usize = 10_000;
+
+/// Index entries read at once by an [`IndexStream`].
+const INDEX_PAGE: usize = 256;
+
+/// The instance keys of one index prefix whose entries end in the instance key, in order, from a cursor
+/// on, read a page at a time.
+struct IndexStream {
+    tree: Tree,
+    /// Where the next page starts; `None` once the prefix is exhausted.
+    from: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    page: std::collections::VecDeque<InstanceKey>,
+}
+
+impl IndexStream {
+    /// The entries under `prefix` for instances after `after` (all when none).
+    fn after(tree: Tree, prefix: Vec<u8>, after: Option<InstanceKey>) -> IndexStream {
+        let end = prefix_end(&prefix);
+        let mut from = prefix;
+        if let Some(after) = after {
+            match after.0.checked_add(1) {
+                Some(next) => from.extend_from_slice(&next.to_be_bytes()),
+                None => return IndexStream { tree, from: None, end, page: Default::default() },
+            }
+        }
+        IndexStream { tree, from: Some(from), end, page: Default::default() }
+    }
+
+    fn next(&mut self, kv: &(impl Kv + ?Sized)) -> Result<Option<InstanceKey>> {
+        if self.page.is_empty() {
+            let Some(from) = self.from.take() else { return Ok(None) };
+            let entries = kv.scan(self.tree, &from, self.end.as_deref(), INDEX_PAGE)?;
+            if let (Some((last, _)), true) = (entries.last(), entries.len() == INDEX_PAGE) {
+                let mut next = last.clone();
+                next.push(0);
+                self.from = Some(next);
+            }
+            self.page.extend(entries.iter().filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey)));
+        }
+        Ok(self.page.pop_front())
+    }
+}
+
 /// Operations per entry of the operation log (one flush's operations fill as many entries as they need).
 const OPERATIONS_PER_ENTRY: usize = 256;
 
@@ -580,17 +626,17 @@ impl<K: Kv + 'static> KvStore<K> {
             .collect())
     }
 
+    /// The metadata of the candidates `next` yields that match `filter`, up to `limit`; stops asking for
+    /// candidates once it has them.
     fn metas_matching(
         &self,
-        candidates: impl IntoIterator<Item = InstanceKey>,
+        mut next: impl FnMut() -> Result<Option<InstanceKey>>,
         filter: &InstanceFilter,
         limit: usize,
     ) -> Result<Vec<InstanceMeta>> {
         let mut out = Vec::new();
-        for key in candidates {
-            if out.len() >= limit {
-                break;
-            }
+        while out.len() < limit {
+            let Some(key) = next()? else { break };
             if let Some(meta) = self.instance_meta(key)? {
                 if filter.matches(&meta) {
                     out.push(meta);
@@ -812,28 +858,55 @@ impl<K: Kv + 'static> Store for KvStore<K> {
         after: Option<InstanceKey>,
         limit: usize,
     ) -> Result<Vec<InstanceMeta>> {
-        // The most selective index the filter names; the full filter is applied to each candidate.
+        // The most selective index the filter names, read in pages from the cursor on and only as far as
+        // `limit` matches need; the full filter is applied to each candidate.
         if let Some(business_key) = &filter.business_key {
-            let keys = self.keys_from_index(
-                Tree::ByBusinessKey,
-                &keys::by_business_key_prefix(business_key),
-                after,
-            )?;
-            return self.metas_matching(keys, filter, limit);
+            let mut keys =
+                IndexStream::after(Tree::ByBusinessKey, keys::by_business_key_prefix(business_key), after);
+            return self.metas_matching(|| keys.next(&*self.kv), filter, limit);
         }
         if let Some(process_id) = &filter.process_id {
-            let prefix = keys::by_process_prefix(process_id, filter.version);
-            let mut keys = self.keys_from_index(Tree::ByProcess, &prefix, None)?;
-            if filter.version.is_none() {
-                // Across versions the index orders by version first; pages go by instance key.
-                keys.sort_unstable();
+            if filter.version.is_some() {
+                let prefix = keys::by_process_prefix(process_id, filter.version);
+                let mut keys = IndexStream::after(Tree::ByProcess, prefix, after);
+                return self.metas_matching(|| keys.next(&*self.kv), filter, limit);
             }
-            let keys = keys.into_iter().filter(|key| after.is_none_or(|after| *key > after));
-            return self.metas_matching(keys, filter, limit);
+            // The index orders by version first: merge one stream per version, in instance order.
+            let mut streams = Vec::new();
+            let mut from = keys::by_process_prefix(process_id, None);
+            let end = prefix_end(&from);
+            while let Some((key, _)) = self.kv.scan(Tree::ByProcess, &from, end.as_deref(), 1)?.pop() {
+                let Some(version) = keys::by_process_version(&key) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "instance index entry of {process_id} is malformed"
+                    )));
+                };
+                let prefix = keys::by_process_prefix(process_id, Some(version));
+                streams.push(IndexStream::after(Tree::ByProcess, prefix, after));
+                match version.checked_add(1) {
+                    Some(next) => from = keys::by_process_prefix(process_id, Some(next)),
+                    None => break,
+                }
+            }
+            let mut heads: Vec<Option<InstanceKey>> =
+                streams.iter_mut().map(|stream| stream.next(&*self.kv)).collect::<Result<_>>()?;
+            let next = || -> Result<Option<InstanceKey>> {
+                let Some((i, key)) = heads
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, head)| head.map(|key| (i, key)))
+                    .min_by_key(|(_, key)| *key)
+                else {
+                    return Ok(None);
+                };
+                heads[i] = streams[i].next(&*self.kv)?;
+                Ok(Some(key))
+            };
+            return self.metas_matching(next, filter, limit);
         }
         if let Some(status) = filter.status {
-            let keys = self.keys_from_index(Tree::ByStatus, &[keys::status_code(status)], after)?;
-            return self.metas_matching(keys, filter, limit);
+            let mut keys = IndexStream::after(Tree::ByStatus, vec![keys::status_code(status)], after);
+            return self.metas_matching(|| keys.next(&*self.kv), filter, limit);
         }
         if filter.started_after.is_some() || filter.started_before.is_some() {
             let from = filter.started_after.map(|at| keys::by_start_from(&at)).unwrap_or_default();
@@ -842,17 +915,22 @@ impl<K: Kv + 'static> Store for KvStore<K> {
                 .started_before
                 .and_then(|at| at.checked_add_signed(chrono::Duration::milliseconds(1)))
                 .map(|at| keys::by_start_from(&at));
-            let mut keys: Vec<InstanceKey> = self
-                .kv
-                .scan(Tree::ByStart, &from, to.as_deref(), usize::MAX)?
-                .iter()
-                .filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey))
-                .filter(|key| after.is_none_or(|after| *key > after))
-                .collect();
-            keys.sort_unstable();
-            return self.metas_matching(keys, filter, limit);
+            // The index orders by start time, pages go by instance key: a narrow window is read whole and
+            // sorted; a wide one is answered by the scan in instance order below, which stops at `limit`.
+            let entries = self.kv.scan(Tree::ByStart, &from, to.as_deref(), TIME_WINDOW_CANDIDATES + 1)?;
+            if entries.len() <= TIME_WINDOW_CANDIDATES {
+                let mut keys: Vec<InstanceKey> = entries
+                    .iter()
+                    .filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey))
+                    .filter(|key| after.is_none_or(|after| *key > after))
+                    .collect();
+                keys.sort_unstable();
+                let mut keys = keys.into_iter();
+                return self.metas_matching(|| Ok(keys.next()), filter, limit);
+            }
         }
-        // No index applies (at most a version without a process): scan in pages, filtering.
+        // No index applies (at most a version without a process), or a wide time window: scan in pages,
+        // filtering.
         let mut start =
             after.map(|key| keys::instance(InstanceKey(key.0.saturating_add(1)))).unwrap_or_default();
         let mut out = Vec::new();
