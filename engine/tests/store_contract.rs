@@ -887,28 +887,51 @@ fn listings_larger_than_an_index_page_keep_instance_order_across_versions(mut ba
 }
 
 #[test]
-fn a_start_time_window_wider_than_the_index_read_is_answered_in_instance_order() {
-    // Above the 10,000 index entries a listing sorts, the store scans instances in key order instead.
+fn start_time_windows_wider_than_the_index_read_are_answered_in_instance_order() {
+    // Above the 10,000 index entries a listing sorts, the store first scans instances in key order (quick
+    // when a window reaches back over the cursor), then reads the window's index keeping the smallest
+    // keys (a window of recent instances, far from the cursor). Pairs of keys start in swapped order.
     let backend = Backend::memory();
     let definition = definition_of("certificate", 1);
     let store = backend.store();
     let base = at("2027-01-04T09:00:00Z");
-    let population: Vec<InstanceMeta> = (1..=10_050_u64)
+    let start_of = |key: u64| base + chrono::Duration::seconds(i64::try_from(key ^ 1).unwrap());
+    let population: Vec<InstanceMeta> = (1..=20_050_u64)
         .map(|key| {
-            let started = base - chrono::Duration::seconds(i64::try_from(key).unwrap());
             let (journey, batch) =
-                Journey::begin(&definition, InstanceKey(key), None, None, VariableMap::new(), started);
+                Journey::begin(&definition, InstanceKey(key), None, None, VariableMap::new(), start_of(key));
             store.commit(&batch).unwrap();
             journey.meta
         })
         .collect();
-    let store = backend.store();
-    let wide = started(Some("2027-01-01T00:00:00Z"), Some("2027-01-04T08:59:00Z"));
-    let model: Vec<InstanceMeta> = population.iter().filter(|meta| wide.matches(meta)).cloned().collect();
-    assert_eq!(model.len(), 10_050 - 60);
-    assert_eq!(store.instances(&wide, None, usize::MAX).unwrap(), model);
-    assert_eq!(every_page(store, &wide, 1000), model);
-    assert_eq!(keys_of(&store.instances(&wide, Some(InstanceKey(5000)), 3).unwrap()), [5001, 5002, 5003]);
+    let rfc = |key: u64| start_of(key).to_rfc3339();
+    let windows = [
+        // Everything from key 2 on: dense after any cursor.
+        (Some(rfc(2)), None),
+        // Keys 10,000 to 20,049 started in [start of 10,001, start of 20,048): recent, wide, exact edges.
+        (Some(rfc(10_001)), Some(rfc(20_048))),
+        (Some(rfc(10_001)), None),
+    ];
+    for (after, before) in windows {
+        let window = started(after.as_deref(), before.as_deref());
+        let model: Vec<InstanceMeta> =
+            population.iter().filter(|meta| window.matches(meta)).cloned().collect();
+        assert!(model.len() > 10_000, "{window:?}");
+        assert_eq!(store.instances(&window, None, usize::MAX).unwrap(), model, "{window:?}");
+        assert_eq!(every_page(store, &window, 1000), model, "{window:?}");
+        let page = store.instances(&window, Some(InstanceKey(15_000)), 3).unwrap();
+        assert_eq!(keys_of(&page), [15_001, 15_002, 15_003], "{window:?}");
+        assert_eq!(store.instances(&window, None, 0).unwrap(), [], "{window:?}");
+    }
+    let recent = started(Some(&rfc(10_001)), Some(&rfc(20_048)));
+    let first = store.instances(&recent, None, 2).unwrap();
+    assert_eq!(keys_of(&first), [10_000, 10_001], "10,001 starts at the inclusive start, 10,000 after it");
+    let last = store.instances(&recent, Some(InstanceKey(20_045)), 10).unwrap();
+    assert_eq!(
+        keys_of(&last),
+        [20_046, 20_047, 20_049],
+        "20,048 starts at the exclusive end, 20,049 before it"
+    );
 }
 
 fn instances_are_listed_through_every_secondary_index_with_cursor_paging(mut backend: Backend) {

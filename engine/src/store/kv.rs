@@ -236,7 +236,7 @@ impl IndexStream {
     }
 
     fn next(&mut self, kv: &(impl Kv + ?Sized)) -> Result<Option<InstanceKey>> {
-        if self.page.is_empty() {
+        while self.page.is_empty() {
             let Some(from) = self.from.take() else { return Ok(None) };
             let entries = kv.scan(self.tree, &from, self.end.as_deref(), INDEX_PAGE)?;
             if let (Some((last, _)), true) = (entries.last(), entries.len() == INDEX_PAGE) {
@@ -646,6 +646,100 @@ impl<K: Kv + 'static> KvStore<K> {
         Ok(out)
     }
 
+    /// Instances after `after` in key order whose metadata matches `filter`, up to `limit`, looking at
+    /// no more than `max_scanned` instances when given. Also says whether the answer is complete (the
+    /// limit reached or every instance seen).
+    fn scan_instances(
+        &self,
+        filter: &InstanceFilter,
+        after: Option<InstanceKey>,
+        limit: usize,
+        max_scanned: Option<usize>,
+    ) -> Result<(Vec<InstanceMeta>, bool)> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok((out, true));
+        }
+        let mut start = match after {
+            None => Vec::new(),
+            Some(after) => match after.0.checked_add(1) {
+                Some(next) => keys::instance(InstanceKey(next)),
+                None => return Ok((out, true)),
+            },
+        };
+        let mut scanned = 0_usize;
+        loop {
+            let page = self.kv.scan(Tree::Instances, &start, None, 1024)?;
+            for (_, value) in &page {
+                if max_scanned.is_some_and(|max| scanned >= max) {
+                    return Ok((out, false));
+                }
+                scanned += 1;
+                let meta = decode::<MetaOnly>("instance", value)?.meta;
+                if filter.matches(&meta) {
+                    out.push(meta);
+                    if out.len() >= limit {
+                        return Ok((out, true));
+                    }
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1024 => {
+                    let mut next = key.clone();
+                    next.push(0);
+                    start = next;
+                }
+                _ => return Ok((out, true)),
+            }
+        }
+    }
+
+    /// The `limit` smallest instance keys after `after` whose start time lies in the window `filter`
+    /// names, from the start-time index between `from` and `to`, in order. Entries in the window's first
+    /// and last millisecond are checked against the metadata (keys keep milliseconds).
+    fn smallest_in_time_window(
+        &self,
+        filter: &InstanceFilter,
+        from: &[u8],
+        to: Option<&[u8]>,
+        after: Option<InstanceKey>,
+        limit: usize,
+    ) -> Result<Vec<InstanceKey>> {
+        let millisecond = |at: &DateTime<FixedOffset>| keys::by_start_from(at)[..8].to_vec();
+        let edges: Vec<Vec<u8>> =
+            filter.started_after.iter().chain(&filter.started_before).map(millisecond).collect();
+        let mut kept: std::collections::BinaryHeap<InstanceKey> = std::collections::BinaryHeap::new();
+        let mut start = from.to_vec();
+        loop {
+            let page = self.kv.scan(Tree::ByStart, &start, to, 1024)?;
+            for (key, _) in &page {
+                let Some(instance) = keys::trailing_u64(key).map(InstanceKey) else { continue };
+                if after.is_some_and(|after| instance <= after)
+                    || (kept.len() >= limit && kept.peek().is_some_and(|largest| instance >= *largest))
+                {
+                    continue;
+                }
+                if edges.iter().any(|edge| key.starts_with(edge))
+                    && !self.instance_meta(instance)?.is_some_and(|meta| filter.matches(&meta))
+                {
+                    continue;
+                }
+                kept.push(instance);
+                if kept.len() > limit {
+                    kept.pop();
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == 1024 => {
+                    let mut next = key.clone();
+                    next.push(0);
+                    start = next;
+                }
+                _ => return Ok(kept.into_sorted_vec()),
+            }
+        }
+    }
+
     fn message_writes(message: &BufferedMessage, writes: &mut Vec<Write>) -> Result<()> {
         let key = keys::message(&message.name, &message.correlation_key, message.key);
         writes.push(Write::Put(Tree::Messages, key.clone(), encode(message)?));
@@ -915,8 +1009,8 @@ impl<K: Kv + 'static> Store for KvStore<K> {
                 .started_before
                 .and_then(|at| at.checked_add_signed(chrono::Duration::milliseconds(1)))
                 .map(|at| keys::by_start_from(&at));
-            // The index orders by start time, pages go by instance key: a narrow window is read whole and
-            // sorted; a wide one is answered by the scan in instance order below, which stops at `limit`.
+            // The index orders by start time, pages go by instance key. A narrow window is read whole and
+            // sorted.
             let entries = self.kv.scan(Tree::ByStart, &from, to.as_deref(), TIME_WINDOW_CANDIDATES + 1)?;
             if entries.len() <= TIME_WINDOW_CANDIDATES {
                 let mut keys: Vec<InstanceKey> = entries
@@ -928,32 +1022,21 @@ impl<K: Kv + 'static> Store for KvStore<K> {
                 let mut keys = keys.into_iter();
                 return self.metas_matching(|| Ok(keys.next()), filter, limit);
             }
-        }
-        // No index applies (at most a version without a process), or a wide time window: scan in pages,
-        // filtering.
-        let mut start =
-            after.map(|key| keys::instance(InstanceKey(key.0.saturating_add(1)))).unwrap_or_default();
-        let mut out = Vec::new();
-        loop {
-            let page = self.kv.scan(Tree::Instances, &start, None, 1024)?;
-            for (_, value) in &page {
-                let meta = decode::<MetaOnly>("instance", value)?.meta;
-                if filter.matches(&meta) {
-                    out.push(meta);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
+            // A wide one: first the scan in instance order, which is quick when matches are dense after
+            // the cursor (a window reaching far back); when it has not found the page within
+            // TIME_WINDOW_CANDIDATES instances, the window's index entries are read in pages, keeping
+            // only the `limit` smallest instance keys (memory bounded by the page, not the window).
+            if let (found, true) = self.scan_instances(filter, after, limit, Some(TIME_WINDOW_CANDIDATES))? {
+                return Ok(found);
             }
-            match page.last() {
-                Some((key, _)) if page.len() == 1024 => {
-                    start = keys::instance(InstanceKey(
-                        keys::read_u64(key, 0).unwrap_or(u64::MAX).saturating_add(1),
-                    ));
-                }
-                _ => return Ok(out),
+            if filter.version.is_none() {
+                let keys = self.smallest_in_time_window(filter, &from, to.as_deref(), after, limit)?;
+                let mut keys = keys.into_iter();
+                return self.metas_matching(|| Ok(keys.next()), filter, limit);
             }
         }
+        // No index applies (at most a version without a process): scan in pages, filtering.
+        Ok(self.scan_instances(filter, after, limit, None)?.0)
     }
 
     fn due_timers(&self, until: DateTime<FixedOffset>, limit: usize) -> Result<Vec<TimerEntry>> {
