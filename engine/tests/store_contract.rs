@@ -2333,13 +2333,14 @@ fn raw_operation_keys(dir: &std::path::Path) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
-    let dir = TestDir::new("store-contract", "operation-entries");
-    let definition = definition();
-    let key = InstanceKey(1);
-    let (mut journey, mut first) = Journey::start(&definition, key, "APP-16", at("2027-01-06T09:00:00Z"));
-    first.operations = (0..600)
+/// `operations` numbered from 1, as the store numbers them.
+fn sequenced<'a>(operations: impl Iterator<Item = &'a Operation>) -> Vec<Operation> {
+    operations.zip(1..).map(|(operation, seq)| Operation { seq, ..operation.clone() }).collect()
+}
+
+/// `n` operations creating variables `field0`.. of instance `key`, as one start would log them.
+fn variables_created(key: InstanceKey, n: usize) -> Vec<Operation> {
+    (0..n)
         .map(|i| {
             let name = format!("field{i}");
             operation(
@@ -2350,7 +2351,16 @@ fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
                 "s",
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
+    let dir = TestDir::new("store-contract", "operation-entries");
+    let definition = definition();
+    let key = InstanceKey(1);
+    let (mut journey, mut first) = Journey::start(&definition, key, "APP-16", at("2027-01-06T09:00:00Z"));
+    first.operations = variables_created(key, 600);
     // Then ten operations with 20 KB details each: more than one entry of at most 64 KiB holds them.
     let mut second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
     second.operations = (0..10)
@@ -2363,13 +2373,7 @@ fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
         let store = open_sled(&dir.0).unwrap();
         store.commit(&first).unwrap();
         store.commit(&second).unwrap();
-        let expected: Vec<Operation> = first
-            .operations
-            .iter()
-            .chain(&second.operations)
-            .zip(1..)
-            .map(|(operation, seq)| Operation { seq, ..operation.clone() })
-            .collect();
+        let expected = sequenced(first.operations.iter().chain(&second.operations));
         assert_eq!(store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap(), expected);
     }
     let keys = raw_operation_keys(&dir.0);
@@ -2390,18 +2394,7 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
     let definition = definition();
     let key = InstanceKey(1);
     let (mut journey, mut first) = Journey::start(&definition, key, "APP-15", at("2027-01-06T09:00:00Z"));
-    first.operations = (0..3)
-        .map(|i| {
-            let name = format!("field{i}");
-            operation(
-                "2027-01-06T09:00:00Z",
-                "registrar-1",
-                OperationKind::Create,
-                variable_target(key, &name),
-                "s",
-            )
-        })
-        .collect();
+    first.operations = variables_created(key, 3);
     open_sled(&dir.0).unwrap().commit(&first).unwrap();
     {
         // Rewrite it as format 3 left it: each operation its own entry, keyed by its seq.
@@ -2429,13 +2422,7 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
         "waiting",
     )];
     store.commit(&second).unwrap();
-    let expected: Vec<Operation> = first
-        .operations
-        .iter()
-        .chain(&second.operations)
-        .zip(1..)
-        .map(|(operation, seq)| Operation { seq, ..operation.clone() })
-        .collect();
+    let expected = sequenced(first.operations.iter().chain(&second.operations));
     assert_eq!(store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap(), expected);
     assert_eq!(every_operation_page(&store, &OperationFilter::default(), 1), expected);
     assert_eq!(store.operations(&OperationFilter::default(), 2, usize::MAX).unwrap(), expected[2..]);
