@@ -2389,6 +2389,26 @@ fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
 }
 
 #[test]
+fn sled_reports_an_unreadable_operation_log_entry_naming_it() {
+    let dir = TestDir::new("store-contract", "operation-entry-corrupt");
+    let definition = definition();
+    let key = InstanceKey(1);
+    let (_, mut first) = Journey::start(&definition, key, "APP-17", at("2027-01-06T09:00:00Z"));
+    first.operations = variables_created(key, 3);
+    open_sled(&dir.0).unwrap().commit(&first).unwrap();
+    {
+        let db = sled::open(&dir.0).unwrap();
+        let raw_key = [&[Tree::Operations.prefix()][..], &keys::operation(3)].concat();
+        assert!(db.get(&raw_key).unwrap().is_some(), "one entry, keyed by its last seq");
+        db.insert(raw_key, &[0x93, 0xc1, 0xc1, 0xc1]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled(&dir.0).unwrap();
+    let error = store.operations(&OperationFilter::default(), 0, usize::MAX).unwrap_err().to_string();
+    assert!(error.contains("the operation-log entry ending at 3"), "{error}");
+}
+
+#[test]
 fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
     let dir = TestDir::new("store-contract", "format-3");
     let definition = definition();
