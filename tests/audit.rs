@@ -96,24 +96,11 @@ fn verify_replay_and_export_read_the_stored_history() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Opens the sled files directly, as an insider would. sled 0.34 releases its directory lock a moment after
-/// the last handle drops (sled issues #1234, #1289), so retry that one error for up to 2 s.
+/// Opens the sled files directly, as an insider would (waiting for sled to release its directory lock a
+/// moment after the last handle dropped, as the engine does).
 fn open_raw(dir: &Path) -> sled::Db {
-    let mut wait = std::time::Duration::from_millis(5);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match sled::open(dir) {
-            Ok(db) => return db,
-            Err(error)
-                if std::time::Instant::now() < deadline
-                    && error.to_string().contains("could not acquire lock") =>
-            {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_millis(200));
-            }
-            Err(error) => panic!("cannot open {}: {error}", dir.display()),
-        }
-    }
+    govflow_engine::store::sled::open_db(dir)
+        .unwrap_or_else(|error| panic!("cannot open {}: {error}", dir.display()))
 }
 
 /// Where record `seq` (below 128) starts in a stored batch: records are stored in batches, one value per

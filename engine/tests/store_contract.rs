@@ -1932,7 +1932,7 @@ fn sled_refuses_a_store_of_another_format_version_naming_path_and_versions() {
     {
         // Pins the on-disk layout too: sled's default tree, the `meta` prefix byte, key `format_version`,
         // a big-endian u32.
-        let db = sled::open(&dir.0).unwrap();
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         let key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
         assert_eq!(db.get(&key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes());
         db.insert(key, &99_u32.to_be_bytes()).unwrap();
@@ -2226,7 +2226,7 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
     };
     let log_len = std::fs::metadata(dir.0.join("records.log")).unwrap().len();
     {
-        let db = sled::open(&dir.0).unwrap();
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         let raw = raw_records(&db, key);
         assert_eq!(raw.len(), 2, "one entry per committed batch");
         // The two batches, one after the other, and nothing else.
@@ -2280,7 +2280,7 @@ fn sled_appends_after_bytes_a_crash_left_unreferenced() {
     assert_eq!(store.records(other, 1, usize::MAX).unwrap(), journey.records);
     audit::verify_chain(key, &store.records(key, 1, usize::MAX).unwrap()).unwrap();
     drop(store);
-    let db = sled::open(&dir.0).unwrap();
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
     let offset = u64::from_be_bytes(raw_records(&db, other)[0].1[1..9].try_into().unwrap());
     assert_eq!(offset, before + 1000, "the new batch went after the stray bytes");
 }
@@ -2299,7 +2299,7 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
     {
         // Rewrite it as a build before the record log left it: records inline, format 2, no record log.
         let log = std::fs::read(dir.0.join("records.log")).unwrap();
-        let db = sled::open(&dir.0).unwrap();
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         for (raw_key, value) in raw_records(&db, key) {
             let offset = usize::try_from(u64::from_be_bytes(value[1..9].try_into().unwrap())).unwrap();
             let len = usize::try_from(u32::from_be_bytes(value[9..13].try_into().unwrap())).unwrap();
@@ -2318,7 +2318,7 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
     assert_eq!(store.records(key, 1, usize::MAX).unwrap(), journey.records, "inline and logged, in order");
     assert_eq!(store.instance(key).unwrap().unwrap().state, journey.state);
     drop(store);
-    let db = sled::open(&dir.0).unwrap();
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
     let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
     assert_eq!(db.get(version_key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes(), "marked upgraded");
     let kinds: Vec<bool> = raw_records(&db, key).iter().map(|(_, value)| value.len() == 13).collect();
@@ -2327,7 +2327,7 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
 
 /// The seqs that key the raw operation-log entries of a sled store.
 fn raw_operation_keys(dir: &std::path::Path) -> Vec<u64> {
-    let db = sled::open(dir).unwrap();
+    let db = govflow_engine::store::sled::open_db(dir).unwrap();
     db.scan_prefix([Tree::Operations.prefix()])
         .map(|entry| keys::read_u64(&entry.unwrap().0, 1).unwrap())
         .collect()
@@ -2380,7 +2380,7 @@ fn sled_splits_a_flush_of_operations_by_count_and_by_size() {
     assert_eq!(keys[..3], [256, 512, 600], "600 operations of one flush: entries of 256");
     assert_eq!(keys.last(), Some(&610));
     assert!(keys.len() >= 3 + 4, "10 operations of 20 KB: at least 4 entries, got keys {keys:?}");
-    let db = sled::open(&dir.0).unwrap();
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
     for entry in db.scan_prefix([Tree::Operations.prefix()]) {
         let value = entry.unwrap().1;
         let operations: Vec<Operation> = rmp_serde::from_slice(&value).unwrap();
@@ -2397,7 +2397,7 @@ fn sled_reports_an_unreadable_operation_log_entry_naming_it() {
     first.operations = variables_created(key, 3);
     open_sled(&dir.0).unwrap().commit(&first).unwrap();
     {
-        let db = sled::open(&dir.0).unwrap();
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         let raw_key = [&[Tree::Operations.prefix()][..], &keys::operation(3)].concat();
         assert!(db.get(&raw_key).unwrap().is_some(), "one entry, keyed by its last seq");
         db.insert(raw_key, &[0x93, 0xc1, 0xc1, 0xc1]).unwrap();
@@ -2418,7 +2418,7 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
     open_sled(&dir.0).unwrap().commit(&first).unwrap();
     {
         // Rewrite it as format 3 left it: each operation its own entry, keyed by its seq.
-        let db = sled::open(&dir.0).unwrap();
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         let prefix = [Tree::Operations.prefix()];
         let entries: Vec<(sled::IVec, sled::IVec)> = db.scan_prefix(prefix).map(Result::unwrap).collect();
         assert_eq!(entries.len(), 1, "format 4 keeps one flush's operations in one entry");
@@ -2447,7 +2447,7 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
     assert_eq!(every_operation_page(&store, &OperationFilter::default(), 1), expected);
     assert_eq!(store.operations(&OperationFilter::default(), 2, usize::MAX).unwrap(), expected[2..]);
     drop(store);
-    let db = sled::open(&dir.0).unwrap();
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
     let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
     assert_eq!(db.get(version_key).unwrap().unwrap(), STORE_FORMAT_VERSION.to_be_bytes(), "marked upgraded");
 }

@@ -243,7 +243,10 @@ const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(1);
 /// until they finish (spacejam/sled#1234, #1289), so reopening a store this process has just closed can
 /// fail with "could not acquire lock". Only that error is retried, with backoff; a store held by another
 /// live process keeps its lock for far longer than the wait and is still refused.
-fn open_db(path: &Path) -> sled::Result<sled::Db> {
+///
+/// Public for tools and tests that read or alter sled's files directly (the audit's tamper tests); the
+/// engine opens stores with [`open_sled`].
+pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_RELEASE_WAIT;
     let mut backoff = Duration::from_millis(1);
     loop {
