@@ -208,8 +208,9 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
 /// by scanning instances in key order instead.
 const TIME_WINDOW_CANDIDATES: usize = 10_000;
 
-/// Index entries read at once by an [`IndexStream`].
-const INDEX_PAGE: usize = 256;
+/// Index entries an [`IndexStream`] reads first, and at most at once: each next page is twice as large (a
+/// page of 20 seldom needs more than the first; a merge across many versions opens a stream per version).
+const INDEX_PAGES: [usize; 2] = [32, 256];
 
 /// The instance keys of one index prefix whose entries end in the instance key, in order, from a cursor
 /// on, read a page at a time.
@@ -219,6 +220,8 @@ struct IndexStream {
     from: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
     page: std::collections::VecDeque<InstanceKey>,
+    /// Entries the next page reads.
+    page_size: usize,
 }
 
 impl IndexStream {
@@ -229,21 +232,22 @@ impl IndexStream {
         if let Some(after) = after {
             match after.0.checked_add(1) {
                 Some(next) => from.extend_from_slice(&next.to_be_bytes()),
-                None => return IndexStream { tree, from: None, end, page: Default::default() },
+                None => return IndexStream { tree, from: None, end, page: Default::default(), page_size: 0 },
             }
         }
-        IndexStream { tree, from: Some(from), end, page: Default::default() }
+        IndexStream { tree, from: Some(from), end, page: Default::default(), page_size: INDEX_PAGES[0] }
     }
 
     fn next(&mut self, kv: &(impl Kv + ?Sized)) -> Result<Option<InstanceKey>> {
         while self.page.is_empty() {
             let Some(from) = self.from.take() else { return Ok(None) };
-            let entries = kv.scan(self.tree, &from, self.end.as_deref(), INDEX_PAGE)?;
-            if let (Some((last, _)), true) = (entries.last(), entries.len() == INDEX_PAGE) {
+            let entries = kv.scan(self.tree, &from, self.end.as_deref(), self.page_size)?;
+            if let (Some((last, _)), true) = (entries.last(), entries.len() == self.page_size) {
                 let mut next = last.clone();
                 next.push(0);
                 self.from = Some(next);
             }
+            self.page_size = (self.page_size * 2).min(INDEX_PAGES[1]);
             self.page.extend(entries.iter().filter_map(|(key, _)| keys::trailing_u64(key).map(InstanceKey)));
         }
         Ok(self.page.pop_front())
