@@ -2256,17 +2256,24 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
     assert_eq!((logged[0].seq, &logged[0].target), (1, &creation(&deployment).target));
 }
 
+/// A sled store in `dir` with one instance started (its first batch committed), closed again.
+fn one_started_instance(
+    dir: &std::path::Path,
+    definition: &ProcessDefinition,
+    business_key: &str,
+) -> InstanceKey {
+    let store = open_sled(dir).unwrap();
+    let key = store.next_instance_key().unwrap();
+    let (_, first) = Journey::start(definition, key, business_key, at("2027-01-06T09:00:00Z"));
+    store.commit(&first).unwrap();
+    key
+}
+
 #[test]
 fn sled_appends_after_bytes_a_crash_left_unreferenced() {
     let dir = TestDir::new("store-contract", "record-log-tail");
     let definition = definition();
-    let key = {
-        let store = open_sled(&dir.0).unwrap();
-        let key = store.next_instance_key().unwrap();
-        let (_, first) = Journey::start(&definition, key, "APP-11", at("2027-01-06T09:00:00Z"));
-        store.commit(&first).unwrap();
-        key
-    };
+    let key = one_started_instance(&dir.0, &definition, "APP-11");
     // A crash after the record log was written and before sled was: bytes nobody points to.
     let log = dir.0.join("records.log");
     let before = std::fs::metadata(&log).unwrap().len();
@@ -2456,13 +2463,7 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
 fn sled_reports_a_record_log_cut_short_as_corrupt_naming_the_offset() {
     let dir = TestDir::new("store-contract", "record-log-short");
     let definition = definition();
-    let key = {
-        let store = open_sled(&dir.0).unwrap();
-        let key = store.next_instance_key().unwrap();
-        let (_, first) = Journey::start(&definition, key, "APP-14", at("2027-01-06T09:00:00Z"));
-        store.commit(&first).unwrap();
-        key
-    };
+    let key = one_started_instance(&dir.0, &definition, "APP-14");
     let log = dir.0.join("records.log");
     let len = std::fs::metadata(&log).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len / 2).unwrap();
