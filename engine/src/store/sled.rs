@@ -714,12 +714,10 @@ impl Shared {
                     }
                 }
                 NextFrame::Torn => break,
-                NextFrame::Corrupt(reason) => {
-                    return Err(StoreError::Corrupt(format!(
+                NextFrame::Corrupt(reason) => return Err(StoreError::Corrupt(format!(
                     "the record log of {shown} is corrupt at offset {at}, with {} bytes after it: {reason}",
                     len - at
-                )))
-                }
+                ))),
             }
         }
         if in_batch > 0 || at > applied {
