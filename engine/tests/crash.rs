@@ -4,7 +4,7 @@
 //! and no job may have been completed twice (its idempotency key appears in one completion at most). It
 //! must never pass by luck: the seed is printed, and the kills land while work is in flight.
 //!
-//! The default variant runs 1,000 instances through 20 kills; `GOVFLOW_CRASH_LONG=1` runs 10,000 through
+//! The default variant runs 3,000 instances through 20 kills; `GOVFLOW_CRASH_LONG=1` runs 10,000 through
 //! 60 kills.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -135,7 +135,7 @@ fn instances_complete_exactly_once_across_kill_9() {
         return;
     }
     let long = std::env::var_os("GOVFLOW_CRASH_LONG").is_some();
-    let (n_instances, n_kills) = if long { (10_000, 60) } else { (1_000, 20) };
+    let (n_instances, n_kills) = if long { (10_000, 60) } else { (3_000, 20) };
     let seed =
         std::env::var("GOVFLOW_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
