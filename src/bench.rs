@@ -183,15 +183,27 @@ impl Histogram {
 type Timings = Mutex<HashMap<InstanceKey, (Option<Instant>, Option<Instant>)>>;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(bench(args))
-}
-
-async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (std::env::temp_dir().join(format!("govflow-bench-{}", std::process::id())), true),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(bench(args, dir.clone()));
+    remove_after(runtime, temporary.then_some(dir.as_path()));
+    result
+}
+
+/// Drops `runtime`, then removes `dir`. The store closes when the last reference to the engine goes, and
+/// the shell's tasks hold one until their runtime is dropped: a directory removed before that is removed
+/// under an open store (its background writer then fails, see `store::sled`).
+fn remove_after(runtime: tokio::runtime::Runtime, dir: Option<&std::path::Path>) {
+    drop(runtime);
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+async fn bench(args: BenchArgs, dir: PathBuf) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let config = CommitConfig {
         group: !args.no_group_commit,
@@ -207,14 +219,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         return bench_on(args, store, None).await;
     }
     let store = open_sled_with(&dir, config).with_context(|| format!("cannot open {}", dir.display()))?;
-    bench_on(args, store, Some((dir, temporary))).await
+    bench_on(args, store, Some(dir)).await
 }
 
-/// The benchmark on an opened store; `dir` (and whether to remove it) for a store on disk.
+/// The benchmark on an opened store; `dir` for a store on disk.
 async fn bench_on<K: Kv + 'static>(
     args: BenchArgs,
     store: govflow_engine::store::kv::KvStore<K>,
-    dir: Option<(PathBuf, bool)>,
+    dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::open(store, Arc::new(SystemClock))?);
     engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
@@ -349,7 +361,7 @@ async fn bench_on<K: Kv + 'static>(
     let stats = engine.store().commit_stats();
     let (rss, peak) = memory_mib();
     let latencies = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let bytes = dir.as_ref().map_or(0, |(dir, _)| dir_bytes(dir));
+    let bytes = dir.as_ref().map_or(0, |dir| dir_bytes(dir));
     let n = args.instances;
     println!(
         "bench: {n} instances of start → {} service task(s) → end, {}, group commit {}{}",
@@ -394,13 +406,7 @@ async fn bench_on<K: Kv + 'static>(
     if !logical.is_empty() {
         println!("live data per instance (key + value bytes by tree): {}", logical.join(", "));
     }
-    if let Ok(shell) = Arc::try_unwrap(shell) {
-        shell.shutdown().await;
-    }
-    if let Some((dir, true)) = dir {
-        drop(engine);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    shell.shutdown().await;
     Ok(())
 }
 
@@ -677,9 +683,7 @@ async fn cold_start(dir: &std::path::Path) -> anyhow::Result<ColdStart> {
             _ => break,
         }
     }
-    if let Ok(shell) = Arc::try_unwrap(shell) {
-        shell.shutdown().await;
-    }
+    shell.shutdown().await;
     let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
     Ok(ColdStart {
         open_store_ms: ms(open_store),
@@ -761,9 +765,7 @@ fn bench_pending(n: u64, args: &TimerArgs, dir: &std::path::Path) -> anyhow::Res
         let took = start_instances(&shell, n, args.concurrency, (n / 10).max(1), due_of).await?;
         let (rss, peak) = memory_mib();
         let stats = engine.store().commit_stats();
-        if let Ok(shell) = Arc::try_unwrap(shell) {
-            shell.shutdown().await;
-        }
+        shell.shutdown().await;
         anyhow::Ok((took, rss, peak, stats))
     })?;
     drop(runtime);
@@ -906,9 +908,7 @@ async fn bench_due(n: u64, args: &TimerArgs, dir: &std::path::Path) -> anyhow::R
         stats.n_commits as f64 / stats.n_flushes.max(1) as f64
     );
     println!("memory: RSS {rss} MiB, peak {peak} MiB");
-    if let Ok(shell) = Arc::try_unwrap(shell) {
-        shell.shutdown().await;
-    }
+    shell.shutdown().await;
     Ok(())
 }
 
@@ -1058,14 +1058,16 @@ pub struct WorkerBenchArgs {
 /// activate jobs in batches (`POST /api/v1/jobs/activate`) and complete each (`POST .../complete`) over
 /// keep-alive HTTP/1.1 connections.
 pub fn run_workers(args: WorkerBenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("govflow-bench-workers-{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(workers_bench(args))
+    let result = runtime.block_on(workers_bench(args, &dir));
+    remove_after(runtime, Some(&dir));
+    result
 }
 
-async fn workers_bench(args: WorkerBenchArgs) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("govflow-bench-workers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);
+async fn workers_bench(args: WorkerBenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = Arc::new(Engine::open(open_sled(dir)?, Arc::new(SystemClock))?);
     engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
     let completed = Arc::new(AtomicU64::new(0));
     let all_done = Arc::new(tokio::sync::Notify::new());
@@ -1187,9 +1189,6 @@ async fn workers_bench(args: WorkerBenchArgs) -> anyhow::Result<()> {
         elapsed
     );
     shell.shutdown().await;
-    drop(shell);
-    drop(engine);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -1207,9 +1206,9 @@ pub struct ServeBenchArgs {
 /// run by an in-process no-op connector, for a load tool outside this process (`scripts/bench-http`
 /// drives it with wrk). Prints an operator token; stops on Ctrl-C or SIGTERM and removes its store.
 pub fn run_serve(args: ServeBenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("govflow-bench-serve-{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let dir = std::env::temp_dir().join(format!("govflow-bench-serve-{}", std::process::id()));
+    let result = runtime.block_on(async {
         let _ = std::fs::remove_dir_all(&dir);
         let engine = Arc::new(Engine::open(open_sled(&dir)?, Arc::new(SystemClock))?);
         engine.deploy("bench.bpmn", process(args.tasks).as_bytes(), &Actor::user("bench", None))?;
@@ -1241,9 +1240,8 @@ pub fn run_serve(args: ServeBenchArgs) -> anyhow::Result<()> {
         let started =
             engine.instances(&govflow_engine::store::InstanceFilter::default(), None, usize::MAX)?.len();
         println!("instances started: {started}");
-        drop(shell);
-        drop(engine);
-        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
-    })
+    });
+    remove_after(runtime, Some(&dir));
+    result
 }
