@@ -25,7 +25,7 @@ use govflow_engine::runtime::{
 use govflow_engine::store::keys::{self, Tree};
 use govflow_engine::store::kv::{CommitConfig, CommitStats, Kv, KvStore, Write};
 use govflow_engine::store::memory::{memory_store, MemoryKv};
-use govflow_engine::store::sled::{open_sled, open_sled_with, SledKv};
+use govflow_engine::store::sled::{open_sled, open_sled_with, OverlayLimits, SledKv, APPLIED_KEY};
 use govflow_engine::store::{
     index_changes, Batch, BufferedMessage, Deployment, IncidentEntry, IndexOp, InstanceFilter, InstanceMeta,
     JobEntry, Operation, OperationFilter, OperationKind, OperationTarget, OutboxEntry, SignalEntry, Store,
@@ -2005,8 +2005,11 @@ enum Op {
         to: Option<Vec<u8>>,
         limit: usize,
     },
+    LastBefore(Tree, Option<Vec<u8>>),
     /// Drop the sled database and open it again from its directory.
     Restart,
+    /// Close it as `kill -9` would leave it (what sled has not applied is only in the log), and open it.
+    Crash,
 }
 
 type Model = BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -2028,10 +2031,12 @@ fn model_scan(
         .collect()
 }
 
-/// Runs `ops` on a fresh sled directory and on the model; after every step every tree must match.
-fn sled_matches_model(ops: &[Op]) -> Result<(), TestCaseError> {
+/// Runs `ops` on a fresh sled directory and on the model; after every step every tree must match. The
+/// overlay in front of sled is frozen every `overlay_entries` keys.
+fn sled_matches_model(ops: &[Op], overlay_entries: usize) -> Result<(), TestCaseError> {
     let dir = TestDir::new("store-contract", "prop");
-    let mut kv = Some(SledKv::open(&dir.0).unwrap());
+    let limits = OverlayLimits { entries: overlay_entries, ..OverlayLimits::default() };
+    let mut kv = Some(SledKv::open_with(&dir.0, limits).unwrap());
     let mut model = Model::new();
     for (step, op) in ops.iter().enumerate() {
         let sled = kv.as_ref().unwrap();
@@ -2058,10 +2063,23 @@ fn sled_matches_model(ops: &[Op]) -> Result<(), TestCaseError> {
                 let found = sled.scan(*tree, from, to.as_deref(), *limit).unwrap();
                 prop_assert_eq!(found, expected, "step {}: {:?}", step, op);
             }
+            Op::LastBefore(tree, before) => {
+                let expected = model.get(tree).and_then(|map| match before {
+                    Some(before) => map.range(..before.clone()).next_back(),
+                    None => map.iter().next_back(),
+                });
+                let expected = expected.map(|(key, value)| (key.clone(), value.clone()));
+                let found = sled.last_before(*tree, before.as_deref()).unwrap();
+                prop_assert_eq!(found, expected, "step {}: {:?}", step, op);
+            }
             Op::Restart => {
                 // Close before opening again: sled locks its directory.
                 drop(kv.take());
-                kv = Some(SledKv::open(&dir.0).unwrap());
+                kv = Some(SledKv::open_with(&dir.0, limits).unwrap());
+            }
+            Op::Crash => {
+                kv.take().unwrap().close_as_if_killed();
+                kv = Some(SledKv::open_with(&dir.0, limits).unwrap());
             }
         }
         let sled = kv.as_ref().unwrap();
@@ -2085,7 +2103,8 @@ fn small_key() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn some_tree() -> impl Strategy<Value = Tree> {
-    prop::sample::select(vec![Tree::Meta, Tree::Jobs, Tree::Outbox])
+    // Records: values in the log, pointers in sled.
+    prop::sample::select(vec![Tree::Meta, Tree::Records, Tree::Jobs, Tree::Outbox])
 }
 
 fn write() -> impl Strategy<Value = Write> {
@@ -2102,7 +2121,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (some_tree(), small_key()).prop_map(|(tree, key)| Op::Get(tree, key)),
         2 => (some_tree(), small_key(), prop::option::of(small_key()), prop_oneof![0_usize..4, Just(usize::MAX)])
             .prop_map(|(tree, from, to, limit)| Op::Scan { tree, from, to, limit }),
+        1 => (some_tree(), prop::option::of(small_key())).prop_map(|(tree, before)| Op::LastBefore(tree, before)),
         1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -2110,8 +2131,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
     #[test]
-    fn sled_kv_matches_a_btreemap_across_restarts(ops in prop::collection::vec(op(), 1..32)) {
-        sled_matches_model(&ops)?;
+    fn sled_kv_matches_a_btreemap_across_restarts(
+        ops in prop::collection::vec(op(), 1..32),
+        overlay_entries in prop_oneof![1_usize..6, Just(OverlayLimits::default().entries)],
+    ) {
+        sled_matches_model(&ops, overlay_entries)?;
     }
 }
 
@@ -2130,7 +2154,7 @@ fn regression_reopening_right_after_writing_and_closing() {
         Op::Restart,
     ];
     for _ in 0..60 {
-        sled_matches_model(&ops).unwrap();
+        sled_matches_model(&ops, OverlayLimits::default().entries).unwrap();
     }
 }
 
@@ -2209,6 +2233,26 @@ fn raw_records(db: &sled::Db, instance: InstanceKey) -> Vec<(sled::IVec, sled::I
         .collect()
 }
 
+/// The (start, length) of every frame of the record log from offset `from` to its end, read from the
+/// frames' headers (payload length u32, CRC-32 u32); panics unless they end exactly at the end.
+fn frames_from(log: &[u8], from: u64) -> Vec<(u64, u64)> {
+    let mut frames = Vec::new();
+    let mut at = usize::try_from(from).unwrap();
+    while at < log.len() {
+        let payload = u32::from_be_bytes(log[at..at + 4].try_into().unwrap()) as usize;
+        assert!(payload > 0, "an empty frame at {at}");
+        frames.push((at as u64, (8 + payload) as u64));
+        at += 8 + payload;
+    }
+    assert_eq!(at, log.len(), "the frames end where the log ends");
+    frames
+}
+
+/// The log offset sled has applied up to.
+fn applied_offset(db: &sled::Db) -> u64 {
+    u64::from_be_bytes(db.get(APPLIED_KEY).unwrap().unwrap().as_ref().try_into().unwrap())
+}
+
 #[test]
 fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
     let dir = TestDir::new("store-contract", "record-log");
@@ -2229,16 +2273,17 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
         let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
         let raw = raw_records(&db, key);
         assert_eq!(raw.len(), 2, "one entry per committed batch");
-        // The two batches, one after the other, and nothing else.
+        // The two batches, in their frames one after the other, inside the log.
         let mut pointed = 0;
         for (_, value) in &raw {
             assert_eq!((value.len(), value[0]), (13, 0xc1), "a pointer: tag, offset, length");
             let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
             let len = u64::from(u32::from_be_bytes(value[9..13].try_into().unwrap()));
-            assert_eq!(offset, pointed, "values are appended one after the other");
-            pointed += len;
+            assert!(offset >= pointed, "the second batch lies after the first");
+            pointed = offset + len;
         }
-        assert_eq!(pointed, log_len);
+        assert!(pointed <= log_len);
+        assert_eq!(applied_offset(&db), log_len, "closed cleanly: sled holds every frame of the log");
         // The deployment and the operation-log entry stay in sled.
         for tree in [Tree::Deployments, Tree::Operations] {
             let entries: Vec<_> = db.scan_prefix([tree.prefix()]).map(Result::unwrap).collect();
@@ -2270,26 +2315,155 @@ fn one_started_instance(
 }
 
 #[test]
-fn sled_appends_after_bytes_a_crash_left_unreferenced() {
+fn sled_cuts_a_torn_append_off_the_log_and_appends_after_the_last_frame() {
     let dir = TestDir::new("store-contract", "record-log-tail");
     let definition = definition();
     let key = one_started_instance(&dir.0, &definition, "APP-11");
-    // A crash after the record log was written and before sled was: bytes nobody points to.
+    // A crash in the middle of an append: bytes that are no whole frame (never acknowledged).
     let log = dir.0.join("records.log");
     let before = std::fs::metadata(&log).unwrap().len();
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     file.write_all(&[0xde; 1000]).unwrap();
     drop(file);
     let store = open_sled(&dir.0).unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), before, "the torn end is cut off at the open");
     let other = store.next_instance_key().unwrap();
     let (journey, first) = Journey::start(&definition, other, "APP-12", at("2027-01-06T09:05:00Z"));
     store.commit(&first).unwrap();
     assert_eq!(store.records(other, 1, usize::MAX).unwrap(), journey.records);
     audit::verify_chain(key, &store.records(key, 1, usize::MAX).unwrap()).unwrap();
     drop(store);
+    // The new frames start where the torn bytes did, and the new batch lies inside the last of them.
+    let frames = frames_from(&std::fs::read(&log).unwrap(), before);
     let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
     let offset = u64::from_be_bytes(raw_records(&db, other)[0].1[1..9].try_into().unwrap());
-    assert_eq!(offset, before + 1000, "the new batch went after the stray bytes");
+    let (last, len) = *frames.last().unwrap();
+    assert!(offset > last && offset < last + len, "the batch at {offset} lies in the frame at {last}");
+}
+
+#[test]
+fn sled_cuts_a_zero_filled_end_of_the_log_off() {
+    let dir = TestDir::new("store-contract", "record-log-zeros");
+    let definition = definition();
+    let key = one_started_instance(&dir.0, &definition, "APP-19");
+    // A crash after the file grew and before its blocks were written: zeros, which are no frame (an empty
+    // frame's checksum would match).
+    let log = dir.0.join("records.log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(before + 4096).unwrap();
+    let store = open_sled(&dir.0).unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), before);
+    audit::verify_chain(key, &store.records(key, 1, usize::MAX).unwrap()).unwrap();
+}
+
+#[test]
+fn sled_refuses_a_log_with_a_bad_frame_before_good_ones_naming_the_offset() {
+    let dir = TestDir::new("store-contract", "record-log-middle");
+    let definition = definition();
+    let deployment = deployment("verify", 1);
+    let applied_before = {
+        let store = open_sled(&dir.0).unwrap();
+        store.put_deployments(std::slice::from_ref(&deployment), vec![creation(&deployment)]).unwrap();
+        let applied_before = std::fs::metadata(dir.0.join("records.log")).unwrap().len();
+        for business_key in ["APP-20", "APP-21"] {
+            let key = store.next_instance_key().unwrap();
+            let (_, first) = Journey::start(&definition, key, business_key, at("2027-01-06T09:00:00Z"));
+            store.commit(&first).unwrap();
+        }
+        applied_before
+    };
+    // A crash left sled behind the log, and a byte of the first frame it must replay went bad.
+    let log = dir.0.join("records.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let frames = frames_from(&bytes, applied_before);
+    assert!(frames.len() >= 2, "frames after the bad one: {frames:?}");
+    let (start, _) = frames[0];
+    bytes[usize::try_from(start).unwrap() + 12] ^= 0x01;
+    std::fs::write(&log, &bytes).unwrap();
+    {
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
+        db.insert(APPLIED_KEY, &applied_before.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    match open_sled(&dir.0) {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains(&format!("corrupt at offset {start}")), "{message}");
+            assert!(message.contains("fails its checksum"), "{message}");
+        }
+        Err(other) => panic!("expected a corrupt-store error, got {other:?}"),
+        Ok(_) => panic!("opened a log with a bad frame before good ones"),
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing was cut off");
+}
+
+#[test]
+fn sled_ignores_a_stale_applied_offset_in_a_store_a_build_before_the_framed_log_wrote_to() {
+    let dir = TestDir::new("store-contract", "record-log-stale");
+    let definition = definition();
+    let key = one_started_instance(&dir.0, &definition, "APP-22");
+    // Rolled back to a format-4 build after an upgrade: it marks the store 4 again and appends unframed
+    // record values the offset sled recorded knows nothing of.
+    let log = dir.0.join("records.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(&[0x93; 100]).unwrap();
+    drop(file);
+    let len = std::fs::metadata(&log).unwrap().len();
+    {
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
+        let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
+        db.insert(version_key, &4_u32.to_be_bytes()).unwrap();
+        db.insert(APPLIED_KEY, &0_u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled(&dir.0).unwrap();
+    audit::verify_chain(key, &store.records(key, 1, usize::MAX).unwrap()).unwrap();
+    drop(store);
+    let log_bytes = std::fs::read(&log).unwrap();
+    assert!(log_bytes.len() as u64 > len && log_bytes[..len as usize].ends_with(&[0x93; 100]), "not cut");
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
+    assert!(applied_offset(&db) >= len, "frames start after the old build's bytes");
+}
+
+#[test]
+fn sled_replays_the_frames_sled_had_not_applied_when_the_process_died() {
+    let dir = TestDir::new("store-contract", "record-log-replay");
+    let definition = definition();
+    let deployment = deployment("verify", 1);
+    let (key, journey, applied_before) = {
+        let store = open_sled(&dir.0).unwrap();
+        store.put_deployments(std::slice::from_ref(&deployment), vec![creation(&deployment)]).unwrap();
+        let applied_before = std::fs::metadata(dir.0.join("records.log")).unwrap().len();
+        let key = store.next_instance_key().unwrap();
+        let (mut journey, first) = Journey::start(&definition, key, "APP-18", at("2027-01-06T09:00:00Z"));
+        store.commit(&first).unwrap();
+        let second = journey.complete(&definition, "verify-id", at("2027-01-06T09:10:00Z"));
+        store.commit(&second).unwrap();
+        (key, journey, applied_before)
+    };
+    {
+        // As a process killed before its applier ran would leave sled: without the instance's writes and
+        // with the applied offset before them.
+        let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
+        for tree in
+            [Tree::Records, Tree::Instances, Tree::ByProcess, Tree::ByStatus, Tree::ByStart, Tree::Jobs]
+        {
+            for entry in db.scan_prefix([tree.prefix()]) {
+                db.remove(entry.unwrap().0).unwrap();
+            }
+        }
+        db.insert(APPLIED_KEY, &applied_before.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled(&dir.0).unwrap();
+    let records = store.records(key, 1, usize::MAX).unwrap();
+    assert_eq!(records, journey.records);
+    audit::verify_chain(key, &records).unwrap();
+    assert_eq!(store.instance(key).unwrap().unwrap().state, journey.state);
+    let listed = store.instances(&by_process(&definition.process_id.0, None), None, 10).unwrap();
+    assert_eq!(listed.iter().map(|meta| meta.key).collect::<Vec<_>>(), [key], "the indexes are back too");
+    drop(store);
+    let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
+    assert_eq!(raw_records(&db, key).len(), 2, "replayed into sled");
 }
 
 #[test]
@@ -2314,6 +2488,7 @@ fn sled_opens_a_format_2_store_with_inline_records_and_upgrades_it() {
         }
         let version_key = [&[Tree::Meta.prefix()][..], keys::FORMAT_VERSION].concat();
         db.insert(version_key, &2_u32.to_be_bytes()).unwrap();
+        db.remove(APPLIED_KEY).unwrap();
         db.flush().unwrap();
         drop(db);
         std::fs::remove_file(dir.0.join("records.log")).unwrap();
@@ -2460,18 +2635,21 @@ fn sled_opens_a_format_3_store_with_one_operation_per_entry_and_upgrades_it() {
 }
 
 #[test]
-fn sled_reports_a_record_log_cut_short_as_corrupt_naming_the_offset() {
+fn sled_refuses_a_record_log_cut_short_naming_the_offsets() {
     let dir = TestDir::new("store-contract", "record-log-short");
     let definition = definition();
     let key = one_started_instance(&dir.0, &definition, "APP-14");
     let log = dir.0.join("records.log");
     let len = std::fs::metadata(&log).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len / 2).unwrap();
-    let store = open_sled(&dir.0).unwrap();
-    match store.records(key, 1, usize::MAX) {
+    match open_sled(&dir.0) {
         Err(StoreError::Corrupt(message)) => {
-            assert!(message.contains("at offset 0 of the record log"), "{message}");
+            let expected = format!("ends at offset {}, before offset {len} that sled has applied", len / 2);
+            assert!(message.contains(&expected), "{message}");
         }
-        other => panic!("expected a corrupt-store error, got {other:?}"),
+        Err(other) => panic!("expected a corrupt-store error, got {other:?}"),
+        Ok(store) => {
+            panic!("opened a store whose log was cut short: {:?}", store.records(key, 1, usize::MAX))
+        }
     }
 }

@@ -1,79 +1,189 @@
-//! The sled 0.34 backend: every logical [`Tree`] is a one-byte key prefix in sled's default tree, so a
-//! batch over several logical trees is one `Tree::apply_batch` (atomic, and much cheaper than sled's
-//! multi-tree transactions), flushed before `apply` returns. The only module of govflow that names sled;
-//! nothing sled leaks out.
+//! The sled 0.34 backend: a write-ahead log of its own (`records.log`) in front of sled, where every
+//! logical [`Tree`] is a one-byte key prefix in sled's default tree (so writes over several logical trees
+//! are one `Tree::apply_batch`, much cheaper than sled's multi-tree transactions). The only module of
+//! govflow that names sled; nothing sled leaks out.
 //!
 //! # Contract
-//! - `apply` writes all its items in one sled batch, so after a crash either the whole batch is there or
-//!   none of it. It then calls `Db::flush` (sled's buffers to the file) and `fdatasync`s sled's log file,
-//!   and only then returns: sled's background flush (every 500 ms by default) is never relied on. A batch
-//!   `apply` returned for survives `kill -9`, and power loss as far as the log goes. sled 0.34 writes page
-//!   fragments (in practice: values) over about 128 KiB, a quarter of its 512 KiB segment, to separate
-//!   blob files that it never fsyncs; those survive `kill -9` but not necessarily power loss.
-//! - If the flush or the sync fails, `apply` returns the error, but the batch may already be visible
-//!   without being durable: treat the store as failed and reopen it.
-//! - Readers (`get`, `scan`) and `apply` exclude each other through `commit_lock`, held by `apply` until the
-//!   sync is done. A reader therefore sees a batch either completely or not at all (sled's own iterators
-//!   are not snapshots: a scan running across a commit sees part of it), and never sees a batch that is
-//!   not yet durable — so nothing can act on data a crash could still take back.
-//! - sled's page cache is bounded (`CACHE_CAPACITY`), so memory does not grow with the store.
+//! - `apply` makes a batch durable before it returns: it appends the batch as one checksummed frame to the
+//!   store's log (`records.log`, see below) and `fdatasync`s it. Only then does the batch become visible,
+//!   all of it at once, to readers (`get`, `scan`, `last_before`), so nothing can act on data a crash could
+//!   still take back. After a crash either the whole frame is there or the torn tail is cut off at the
+//!   next open, and nothing that `apply` returned for is lost (`kill -9`, and power loss as far as
+//!   `fdatasync` goes).
+//! - If the append or the sync fails, `apply` returns the error and the batch is not visible; the store
+//!   refuses every later batch (treat it as failed and reopen it).
+//! - sled is the index of what the log holds, brought up to date behind the log: see `# The write-ahead log`.
+//! - sled's page cache is bounded (`CACHE_CAPACITY`), and so is the part of the log sled has not caught up
+//!   with (`OVERLAY_ENTRIES`, `OVERLAY_BYTES`), so memory does not grow with the store.
 //! - A directory is open in one `SledKv` at a time (sled locks it). Reopening waits up to
 //!   `LOCK_RELEASE_WAIT` for the lock a just-dropped `SledKv` of this process still holds; a directory open
 //!   elsewhere is refused with a backend error.
 //!
-//! # The record log
+//! # The write-ahead log
+//! Every batch is appended to `records.log` as a frame: length u32, CRC-32 of the payload u32, then the
+//! writes (tag 1: put, key and value; tag 2: delete, key; lengths u32; keys with their tree's prefix;
+//! numbers big-endian). That append and its `fdatasync` are the commit: one sync per group commit. The
+//! writes then go into an in-memory overlay (an ordered map, newest write of a key wins, a delete kept as
+//! a tombstone) that readers consult before sled. When the overlay holds `OVERLAY_ENTRIES` keys or
+//! `OVERLAY_BYTES` bytes, it is frozen and a background thread writes it to sled as one batch, together
+//! with the log offset it reaches (key [`APPLIED_KEY`], outside every tree), and flushes sled; readers
+//! keep consulting the frozen overlay until sled has it. So a key written and deleted again within the
+//! overlay's life (a job, the indexes of a short instance) costs sled one lookup instead of two inserts,
+//! and sled's own log is flushed a few times a second instead of at every commit.
+//!
+//! At open, the frames after sled's applied offset are read back, checked and written to sled; a frame
+//! cut short or failing its checksum is where the last append was torn by a crash (the log is written
+//! by one thread, each append synced before the next starts), and the file is cut there. A log shorter
+//! than the offset sled has applied is corrupt and refused. Closing the store writes the overlay to sled
+//! and flushes it, so a cleanly closed store's sled holds everything.
+//!
+//! If writing to sled fails (an IO error: a full disk, the directory removed), the store refuses every
+//! later batch, and the close does not wait for sled: sled 0.34 then leaves a reservation in its own log
+//! open, and every later flush of that database, the one in its drop included, waits forever while
+//! holding a lock all sled databases of the process share. The close hands sled to a thread of its own
+//! and returns; the log holds every batch, and the next open replays what sled lacks. Restart the
+//! process: its other sled stores cannot write either.
+//!
+//! # Record batches
 //! Record batches (the values of [`Tree::Records`]) are written once and never changed, and they are most
-//! of what an instance writes. They are appended to a
-//! file of their own, `records.log`, and sled keeps for each only a 13-byte pointer: tag `0xc1` (a byte
-//! MessagePack never uses, and no JSON value starts with), offset u64 and length u32, big-endian. So
-//! sled's leaves, which it copies whole on every insert and replays from its log at every open, hold
-//! small values. `apply` appends a flush's values and `fdatasync`s the file *before* it writes the
-//! pointers to sled, so a durable pointer never names bytes that are not durable. A crash between the two
-//! leaves bytes nobody points to, and the next append writes after them. Values stored inline (by stores
-//! written before the record log) are still read.
+//! of what an instance writes. sled keeps for each only a 13-byte pointer to where the value lies in its
+//! frame: tag `0xc1` (a byte MessagePack never uses, and no JSON value starts with), offset u64 and length
+//! u32, big-endian. So sled's leaves, which it copies whole on every insert and replays from its log at
+//! every open, hold small values. Record values stored inline by stores written before the record log,
+//! and the unframed values stores of format 4 and before appended, are still read through their pointers.
 //! Readers resolve pointers, so nothing above this module sees them.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::keys::Tree;
 use super::kv::{CommitConfig, Kv, KvStore, Write};
 use super::{Result, StoreError};
 
-/// A sled database holding every logical [`Tree`] under its prefix byte.
+/// A sled database holding every logical [`Tree`] under its prefix byte, behind the write-ahead log.
 pub struct SledKv {
-    db: sled::Db,
-    /// sled's log file, for a real `fsync` after `Db::flush` (see `apply`).
-    log: File,
-    /// Makes a batch's visibility and durability one step for readers (see the module's `# Contract`).
-    commit_lock: RwLock<()>,
-    /// Where record batches are appended (see the module's `# The record log`).
-    record_log: RecordLog,
+    shared: Arc<Shared>,
+    /// Writes frozen overlays to sled (see the module's `# The write-ahead log`).
+    applier: Option<JoinHandle<()>>,
 }
 
-/// The append-only file of record batches, and where the next append goes.
+/// What the committing thread, the readers and the applier thread share.
+struct Shared {
+    db: sled::Db,
+    /// sled's log file, for a real `fsync` after `Db::flush` (see `write_to_sled`).
+    sled_log: File,
+    /// The write-ahead log (see the module's `# The write-ahead log`).
+    log: RecordLog,
+    /// What sled does not hold yet. Readers hold its read lock for a whole read, so a read sees a batch
+    /// completely or not at all, and the frozen overlay cannot leave before sled has it.
+    overlay: RwLock<Overlay>,
+    /// Held through a whole `apply`, so batches reach the log and the overlay in the same order.
+    commit: Mutex<()>,
+    limits: OverlayLimits,
+    /// Signals the applier that an overlay was frozen, and the committer that the frozen one is in sled.
+    applied: Condvar,
+    /// The applier's side of `applied`.
+    applier: Mutex<ApplierState>,
+}
+
+#[derive(Default)]
+struct ApplierState {
+    /// An overlay frozen and waiting for the applier.
+    work: Option<Arc<Frozen>>,
+    /// The applier is writing an overlay to sled.
+    busy: bool,
+    closing: bool,
+    /// Writing to sled failed: every later `apply` fails too.
+    failed: Option<String>,
+}
+
+/// The writes sled does not hold yet, by sled key (tree prefix and key); `None` deletes.
+#[derive(Default)]
+struct Overlay {
+    active: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Bytes of keys and values in `active`.
+    active_bytes: usize,
+    /// The overlay the applier is writing to sled, consulted after `active`.
+    frozen: Option<Arc<Frozen>>,
+    /// The log offset after the last frame whose writes are in `active`.
+    end: u64,
+}
+
+/// An overlay handed to the applier, and the log offset its last frame ends at.
+struct Frozen {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    end: u64,
+}
+
+/// When the overlay is frozen and written to sled: when it holds `entries` keys or `bytes` bytes of keys
+/// and values. The default, `OVERLAY_ENTRIES` and `OVERLAY_BYTES`, bounds it to a few tens of MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayLimits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl Default for OverlayLimits {
+    fn default() -> OverlayLimits {
+        OverlayLimits { entries: OVERLAY_ENTRIES, bytes: OVERLAY_BYTES }
+    }
+}
+
+const OVERLAY_ENTRIES: usize = 32 * 1024;
+/// Writes per sled batch when the applier writes an overlay (see `Shared::write_to_sled`).
+const SLED_BATCH: usize = 512;
+const OVERLAY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The sled key holding the log offset up to which sled holds the log's frames: outside every tree's
+/// prefix range (prefixes are below 255).
+pub const APPLIED_KEY: &[u8] = b"\xffapplied";
+
+/// The append-only log, and where the next append goes.
 struct RecordLog {
     file: File,
     end: Mutex<u64>,
 }
 
-/// The trees whose values live in the record log: written once, never changed or deleted. (Operation-log
-/// entries qualify too, and moving them cut the start-up further, but the process writing them then grew
-/// to 3.7 GiB resident at 1,000,000 instances instead of 360 MiB, for a reason not found: see
-/// docs/benchmarks.md.)
-fn logged(tree: Tree) -> bool {
-    tree == Tree::Records
+/// What the log holds at an offset (see `RecordLog::next_frame`).
+enum NextFrame {
+    /// A frame's writes and its length.
+    Frame(Vec<SledWrite>, u64),
+    /// The torn end of the last append.
+    Torn,
+    Corrupt(String),
 }
 
-/// The record log's file in the store directory.
+/// The first store format whose log holds frames (see `store::STORE_FORMAT_VERSION`).
+const FIRST_FRAMED_FORMAT: u32 = 5;
+
+/// The trees whose values live in the log only, sled holding a pointer: written once, never changed or
+/// deleted. (Operation-log entries qualify too, and moving them cut the start-up further, but the process
+/// writing them then grew to 3.7 GiB resident at 1,000,000 instances instead of 360 MiB, for a reason not
+/// found: see docs/benchmarks.md.)
+fn logged(prefix: u8) -> bool {
+    prefix == Tree::Records.prefix()
+}
+
+/// The log's file in the store directory.
 const RECORD_LOG_FILE: &str = "records.log";
 /// The first byte of a pointer into the record log: reserved in MessagePack, never the start of JSON.
 const POINTER_TAG: u8 = 0xc1;
 /// Tag, offset u64, length u32.
 const POINTER_LEN: usize = 13;
+/// A frame's header: payload length u32, CRC-32 u32.
+const FRAME_HEADER: usize = 8;
+const TAG_PUT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+
+/// A write as sled gets it: the key with its tree's prefix, and the value (`None`: delete).
+type SledWrite = (Vec<u8>, Option<Vec<u8>>);
 
 fn pointer(offset: u64, len: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(POINTER_LEN);
@@ -91,6 +201,93 @@ fn read_pointer(value: &[u8]) -> Option<(u64, u32)> {
     let offset = u64::from_be_bytes(value[1..9].try_into().ok()?);
     let len = u32::from_be_bytes(value[9..13].try_into().ok()?);
     Some((offset, len))
+}
+
+/// A frame of `writes` to append at log offset `at`, and the sled entries it stands for (values of logged
+/// trees replaced by pointers into the frame), in the writes' order.
+fn encode_frame(writes: Vec<Write>, at: u64) -> Result<(Vec<u8>, Vec<SledWrite>)> {
+    let too_large =
+        |what: &str| backend("cannot write a batch to the log", format!("{what} larger than 4 GiB"));
+    let mut frame = vec![0; FRAME_HEADER];
+    let mut entries = Vec::with_capacity(writes.len());
+    for write in writes {
+        match write {
+            Write::Put(tree, key, value) => {
+                let key = prefixed(tree, &key);
+                let value_len = u32::try_from(value.len()).map_err(|_| too_large("a value"))?;
+                frame.push(TAG_PUT);
+                frame.extend_from_slice(
+                    &u32::try_from(key.len()).map_err(|_| too_large("a key"))?.to_be_bytes(),
+                );
+                frame.extend_from_slice(&key);
+                frame.extend_from_slice(&value_len.to_be_bytes());
+                let value_at = at + frame.len() as u64;
+                frame.extend_from_slice(&value);
+                let stored = if logged(tree.prefix()) { pointer(value_at, value_len) } else { value };
+                entries.push((key, Some(stored)));
+            }
+            Write::Delete(tree, key) => {
+                let key = prefixed(tree, &key);
+                frame.push(TAG_DELETE);
+                frame.extend_from_slice(
+                    &u32::try_from(key.len()).map_err(|_| too_large("a key"))?.to_be_bytes(),
+                );
+                frame.extend_from_slice(&key);
+                entries.push((key, None));
+            }
+        }
+    }
+    let payload_len = u32::try_from(frame.len() - FRAME_HEADER).map_err(|_| too_large("a batch"))?;
+    let crc = crc32fast::hash(&frame[FRAME_HEADER..]);
+    frame[..4].copy_from_slice(&payload_len.to_be_bytes());
+    frame[4..FRAME_HEADER].copy_from_slice(&crc.to_be_bytes());
+    Ok((frame, entries))
+}
+
+/// The sled entries of the frame at the start of `bytes` (which starts at log offset `at`) and the frame's
+/// length, or `None` when no whole frame with a matching checksum is there.
+fn decode_frame(bytes: &[u8], at: u64) -> Option<(Vec<SledWrite>, usize)> {
+    let header = bytes.get(..FRAME_HEADER)?;
+    let payload_len = u32::from_be_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(header[4..].try_into().ok()?);
+    let payload = bytes.get(FRAME_HEADER..FRAME_HEADER.checked_add(payload_len)?)?;
+    // `apply` never writes an empty batch, and eight zero bytes would pass the checksum.
+    if payload.is_empty() || crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let mut entries = Vec::new();
+    let mut rest = payload;
+    let take = |rest: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+        *rest = tail;
+        Some(head.to_vec())
+    };
+    let read_len = |rest: &mut &[u8]| -> Option<usize> {
+        let (head, tail) = (rest.get(..4)?, rest.get(4..)?);
+        *rest = tail;
+        Some(u32::from_be_bytes(head.try_into().ok()?) as usize)
+    };
+    while let Some((&tag, tail)) = rest.split_first() {
+        rest = tail;
+        let key_len = read_len(&mut rest)?;
+        let key = take(&mut rest, key_len)?;
+        match tag {
+            TAG_PUT => {
+                let value_len = read_len(&mut rest)?;
+                let value_at = at + (FRAME_HEADER + payload.len() - rest.len()) as u64;
+                let value = take(&mut rest, value_len)?;
+                let stored = if key.first().copied().is_some_and(logged) {
+                    pointer(value_at, u32::try_from(value_len).ok()?)
+                } else {
+                    value
+                };
+                entries.push((key, Some(stored)));
+            }
+            TAG_DELETE => entries.push((key, None)),
+            _ => return None,
+        }
+    }
+    Some((entries, FRAME_HEADER + payload_len))
 }
 
 impl RecordLog {
@@ -115,19 +312,89 @@ impl RecordLog {
         Ok(RecordLog { file, end: Mutex::new(end) })
     }
 
-    /// Appends `bytes` at the end and syncs them; returns where they start.
-    fn append(&self, bytes: &[u8]) -> Result<u64> {
+    fn end(&self) -> Result<u64> {
+        Ok(*self.end.lock().map_err(|_| poisoned())?)
+    }
+
+    /// Appends `bytes` at offset `at` (the end) and syncs them.
+    fn append(&self, bytes: &[u8], at: u64) -> Result<()> {
         let mut end = self.end.lock().map_err(|_| poisoned())?;
-        let start = *end;
-        write_all_at(&self.file, bytes, start).and_then(|()| self.file.sync_data()).map_err(|error| {
+        if *end != at {
+            return Err(backend(
+                "cannot append to the record log",
+                format!("at {at}, but it ends at {}", *end),
+            ));
+        }
+        write_all_at(&self.file, bytes, at).and_then(|()| self.file.sync_data()).map_err(|error| {
             backend(format!("cannot append {} bytes to the record log", bytes.len()), error)
         })?;
-        *end = start + bytes.len() as u64;
-        Ok(start)
+        *end = at + bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The frame at offset `at` of a log `len` bytes long.
+    ///
+    /// A frame that does not decode is the torn last append of a crash when it reaches the end of the file
+    /// (its length, or its header, runs past it) or when only zeros follow (the file grew, its blocks were
+    /// never written); anywhere else it is corruption: the log is written by one thread, each append
+    /// synced before the next starts, so no whole frame can follow a torn one.
+    fn next_frame(&self, at: u64, len: u64) -> Result<NextFrame> {
+        let rest = len - at;
+        if rest < FRAME_HEADER as u64 {
+            return Ok(NextFrame::Torn);
+        }
+        let header = self.read_range(at, FRAME_HEADER as u64)?;
+        let payload_len = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        let frame_len = FRAME_HEADER as u64 + payload_len;
+        if frame_len > rest {
+            return Ok(NextFrame::Torn);
+        }
+        let frame = self.read_range(at, frame_len)?;
+        if let Some((entries, _)) = decode_frame(&frame, at) {
+            return Ok(NextFrame::Frame(entries, frame_len));
+        }
+        if frame_len == rest || self.only_zeros(at, len)? {
+            return Ok(NextFrame::Torn);
+        }
+        Ok(NextFrame::Corrupt(if payload_len == 0 {
+            "an empty frame".to_owned()
+        } else {
+            format!("a frame of {payload_len} bytes fails its checksum or does not decode")
+        }))
+    }
+
+    fn only_zeros(&self, from: u64, len: u64) -> Result<bool> {
+        const CHUNK: u64 = 1 << 20;
+        let mut at = from;
+        while at < len {
+            let n = CHUNK.min(len - at);
+            if self.read_range(at, n)?.iter().any(|&byte| byte != 0) {
+                return Ok(false);
+            }
+            at += n;
+        }
+        Ok(true)
+    }
+
+    /// Cuts the log at `len` (a torn last append), durably.
+    fn truncate(&self, len: u64) -> Result<()> {
+        let mut end = self.end.lock().map_err(|_| poisoned())?;
+        self.file.set_len(len).and_then(|()| self.file.sync_all()).map_err(|error| {
+            backend(format!("cannot cut the record log's torn end at offset {len}"), error)
+        })?;
+        *end = len;
+        Ok(())
     }
 
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let mut out = vec![0; len as usize];
+        self.read_range(offset, u64::from(len))
+    }
+
+    fn read_range(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let size = usize::try_from(len).map_err(|_| {
+            StoreError::Corrupt(format!("cannot read {len} bytes at offset {offset} of the record log"))
+        })?;
+        let mut out = vec![0; size];
         read_exact_at(&self.file, &mut out, offset).map_err(|error| {
             StoreError::Corrupt(format!(
                 "cannot read {len} bytes at offset {offset} of the record log: {error}"
@@ -199,38 +466,439 @@ fn tree_end(tree: Tree) -> Vec<u8> {
 const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
 impl SledKv {
-    /// Opens (creating if needed) the sled database in directory `path` and its trees.
+    /// Opens (creating if needed) the sled database in directory `path` and its trees, and brings sled up
+    /// to the end of the log (see the module's `# The write-ahead log`).
     pub fn open(path: &Path) -> Result<SledKv> {
+        SledKv::open_with(path, OverlayLimits::default())
+    }
+
+    /// [`SledKv::open`] with the overlay frozen at other limits (tests make it tiny).
+    pub fn open_with(path: &Path, limits: OverlayLimits) -> Result<SledKv> {
         let shown = path.display();
         std::fs::create_dir_all(path).map_err(|error| backend(format!("cannot create {shown}"), error))?;
         let db = open_db_on_own_thread(path)?;
         // Never written through: only synced. sled 0.34 keeps all its data in this one log file.
         let log_path = path.join(LOG_FILE);
-        let log =
+        let sled_log =
             OpenOptions::new().read(true).write(true).open(&log_path).map_err(|error| {
                 backend(format!("cannot open sled's log file {}", log_path.display()), error)
             })?;
-        let record_log = RecordLog::open(path)?;
-        Ok(SledKv { db, log, commit_lock: RwLock::new(()), record_log })
+        let log = RecordLog::open(path)?;
+        let shared = Shared {
+            db,
+            sled_log,
+            log,
+            commit: Mutex::new(()),
+            limits,
+            overlay: RwLock::new(Overlay::default()),
+            applied: Condvar::new(),
+            applier: Mutex::new(ApplierState::default()),
+        };
+        shared.recover(&shown.to_string())?;
+        let shared = Arc::new(shared);
+        let worker = Arc::clone(&shared);
+        let applier = std::thread::Builder::new()
+            .name("govflow-sled-apply".to_owned())
+            .spawn(move || worker.run_applier())
+            .map_err(|error| {
+                backend(format!("cannot start the thread writing to sled for {shown}"), error)
+            })?;
+        Ok(SledKv { shared, applier: Some(applier) })
     }
 
-    /// A stored value as written: a record batch is read from the record log.
+    /// A stored value as written: a record batch is read from the log.
     fn resolve(&self, tree: Tree, value: &[u8]) -> Result<Vec<u8>> {
         match read_pointer(value) {
-            Some((offset, len)) if logged(tree) => self.record_log.read(offset, len),
+            Some((offset, len)) if logged(tree.prefix()) => self.shared.log.read(offset, len),
             _ => Ok(value.to_vec()),
         }
     }
 
-    fn read_lock(&self) -> Result<RwLockReadGuard<'_, ()>> {
-        self.commit_lock.read().map_err(|_| poisoned())
+    fn read_lock(&self) -> Result<RwLockReadGuard<'_, Overlay>> {
+        self.shared.overlay.read().map_err(|_| poisoned())
     }
 
-    fn write_lock(&self) -> Result<RwLockWriteGuard<'_, ()>> {
-        self.commit_lock.write().map_err(|_| poisoned())
+    /// Entries of sled and the overlay with `start <= key < end` (sled keys), newest write winning and
+    /// deleted keys left out, in key order or (`reverse`) the opposite.
+    fn merged<'a>(
+        &'a self,
+        overlay: &'a Overlay,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a {
+        fn from_map<'a>(
+            map: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+            start: &[u8],
+            end: &[u8],
+            reverse: bool,
+        ) -> Source<'a> {
+            let range = map
+                .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                .map(|(key, value)| Ok((Cow::Borrowed(key.as_slice()), value.as_deref().map(Cow::Borrowed))));
+            if reverse {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            }
+        }
+        let frozen: Source<'a> = match &overlay.frozen {
+            Some(frozen) => from_map(&frozen.writes, start, end, reverse),
+            None => Box::new(std::iter::empty()),
+        };
+        let disk = self.shared.db.range(start.to_vec()..end.to_vec());
+        let disk: Source<'a> = {
+            let entry = |entry: sled::Result<(sled::IVec, sled::IVec)>| {
+                entry
+                    .map(|(key, value)| (Cow::Owned(key.to_vec()), Some(Cow::Owned(value.to_vec()))))
+                    .map_err(|error| backend("cannot scan the database", error))
+            };
+            if reverse {
+                Box::new(disk.rev().map(entry))
+            } else {
+                Box::new(disk.map(entry))
+            }
+        };
+        let sources = vec![
+            from_map(&overlay.active, start, end, reverse).peekable(),
+            frozen.peekable(),
+            disk.peekable(),
+        ];
+        Merge { sources, reverse }
+            .map(|entry| entry.map(|(key, value)| (key[1..].to_vec(), value.into_owned())))
     }
 }
 
+impl SledKv {
+    /// Closes the store as `kill -9` would leave it: what sled has not applied yet stays only in the log,
+    /// for the next open to replay. For tests of recovery.
+    pub fn close_as_if_killed(mut self) {
+        {
+            let mut state = lock(&self.shared.applier);
+            state.work = None;
+            state.closing = true;
+        }
+        self.stop_applier();
+    }
+
+    fn stop_applier(&mut self) {
+        lock(&self.shared.applier).closing = true;
+        self.shared.applied.notify_all();
+        if let Some(applier) = self.applier.take() {
+            let _ = applier.join();
+        }
+    }
+}
+
+impl Drop for SledKv {
+    fn drop(&mut self) {
+        if self.applier.is_none() {
+            return; // closed by `close_as_if_killed`
+        }
+        // A cleanly closed store's sled holds everything; if this fails, the next open replays the log.
+        if let Err(error) = self.shared.drain() {
+            tracing::warn!(%error, "could not write the last batches to sled at close; the next open replays them");
+        }
+        self.stop_applier();
+        if lock(&self.shared.applier).failed.is_some() {
+            // sled 0.34 leaves a log reservation open when `apply_batch` fails with an IO error (seen with
+            // the directory removed under it): every later flush, the one in its own drop included, then
+            // waits forever. The log holds every batch, so nothing depends on that flush: sled is dropped
+            // on a thread of its own, once this handle is gone, and the close returns.
+            let mut shared = Arc::clone(&self.shared);
+            let spawned =
+                std::thread::Builder::new().name("govflow-sled-close".to_owned()).spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        match Arc::try_unwrap(shared) {
+                            Ok(last) => return drop(last),
+                            Err(other) => shared = other,
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cannot start a thread to close sled after its failure; closing it here");
+            }
+        }
+    }
+}
+
+/// One input of [`Merge`]: entries in order, a value of `None` deleting the key.
+type Source<'a> = Box<dyn Iterator<Item = Result<(Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)>> + 'a>;
+
+/// Merges ordered sources, the first holding the newest writes: of equal keys the earliest source wins,
+/// and a deletion hides the key.
+struct Merge<'a> {
+    sources: Vec<std::iter::Peekable<Source<'a>>>,
+    reverse: bool,
+}
+
+impl<'a> Iterator for Merge<'a> {
+    type Item = Result<(Vec<u8>, Cow<'a, [u8]>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let mut best: Option<(usize, Vec<u8>)> = None;
+            for (i, source) in self.sources.iter_mut().enumerate() {
+                match source.peek() {
+                    None => {}
+                    Some(Err(_)) => {
+                        if let Some(Err(error)) = source.next() {
+                            return Some(Err(error));
+                        }
+                    }
+                    Some(Ok((key, _))) => {
+                        let better = match &best {
+                            None => true,
+                            Some((_, best)) if self.reverse => key.as_ref() > best.as_slice(),
+                            Some((_, best)) => key.as_ref() < best.as_slice(),
+                        };
+                        if better {
+                            best = Some((i, key.to_vec()));
+                        }
+                    }
+                }
+            }
+            let (i, key) = best?;
+            let value = match self.sources[i].next() {
+                Some(Ok((_, value))) => value,
+                Some(Err(error)) => return Some(Err(error)),
+                None => return None,
+            };
+            for source in &mut self.sources[i + 1..] {
+                if matches!(source.peek(), Some(Ok((other, _))) if other.as_ref() == key.as_slice()) {
+                    source.next();
+                }
+            }
+            if let Some(value) = value {
+                return Some(Ok((key, value)));
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Brings sled up to the end of the log's valid frames, cutting a torn last append off; the overlay
+    /// starts there.
+    fn recover(&self, shown: &str) -> Result<()> {
+        let len = self.log.end()?;
+        let read = |error: sled::Error| backend(format!("cannot read the database at {shown}"), error);
+        let format_key = [&[Tree::Meta.prefix()][..], super::keys::FORMAT_VERSION].concat();
+        let format = self.db.get(format_key).map_err(read)?;
+        let format =
+            format.and_then(|bytes| <[u8; 4]>::try_from(bytes.as_ref()).ok()).map(u32::from_be_bytes);
+        let applied = match self.db.get(APPLIED_KEY).map_err(read)? {
+            // A store still marked with a format before the framed log: a build that ignores the log may have
+            // written to it since an offset was recorded, so the offset is stale.
+            Some(_) if format.is_some_and(|format| format < FIRST_FRAMED_FORMAT) => None,
+            Some(bytes) => Some(u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "the log offset sled has applied up to, in {shown}, is malformed"
+                ))
+            })?)),
+            None => None,
+        };
+        let Some(applied) = applied else {
+            // A new store, or one written before the log held frames (its bytes are record values sled
+            // points to): frames start at the end.
+            self.db.insert(APPLIED_KEY, &len.to_be_bytes()).map_err(read)?;
+            self.flush_sled()?;
+            return self.set_end(len);
+        };
+        if len < applied {
+            return Err(StoreError::Corrupt(format!(
+                "the record log of {shown} ends at offset {len}, before offset {applied} that sled has \
+                 applied: the log was cut short"
+            )));
+        }
+        // Frame by frame, into sled batches of about SLED_BATCH writes, each ending at a frame with the
+        // offset after it: memory stays bounded, and a crash during the replay resumes where it stopped.
+        let write = |batch: sled::Batch| {
+            self.db.apply_batch(batch).map_err(|error| {
+                backend(format!("cannot replay the record log into the database at {shown}"), error)
+            })
+        };
+        let mut at = applied;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut replayed = false;
+        while at < len {
+            match self.log.next_frame(at, len)? {
+                NextFrame::Frame(entries, frame_len) => {
+                    in_batch += entries.len();
+                    for (key, value) in entries {
+                        match value {
+                            Some(value) => batch.insert(key, value),
+                            None => batch.remove(key),
+                        }
+                    }
+                    at += frame_len;
+                    if in_batch >= SLED_BATCH {
+                        batch.insert(APPLIED_KEY, &at.to_be_bytes());
+                        write(std::mem::take(&mut batch))?;
+                        in_batch = 0;
+                        replayed = true;
+                    }
+                }
+                NextFrame::Torn => break,
+                NextFrame::Corrupt(reason) => {
+                    return Err(StoreError::Corrupt(format!(
+                    "the record log of {shown} is corrupt at offset {at}, with {} bytes after it: {reason}",
+                    len - at
+                )))
+                }
+            }
+        }
+        if in_batch > 0 || at > applied {
+            batch.insert(APPLIED_KEY, &at.to_be_bytes());
+            write(batch)?;
+            replayed = true;
+        }
+        if replayed {
+            self.flush_sled()?;
+        }
+        if at < len {
+            tracing::warn!(
+                store = shown,
+                offset = at,
+                bytes = len - at,
+                "cutting off the torn end of the record log (an append a crash interrupted, never acknowledged)"
+            );
+            self.log.truncate(at)?;
+        }
+        self.set_end(at)
+    }
+
+    fn set_end(&self, end: u64) -> Result<()> {
+        self.overlay.write().map_err(|_| poisoned())?.end = end;
+        Ok(())
+    }
+
+    /// sled's buffers to its log file, and that file synced (sled 0.34 ends its flush with
+    /// `sync_file_range` on Linux, which neither writes the file's metadata nor flushes the device's write
+    /// cache; `fdatasync` does both).
+    fn flush_sled(&self) -> Result<()> {
+        let not_durable = |error: &dyn fmt::Display| backend("cannot flush the database", error);
+        self.db.flush().map_err(|error| not_durable(&error))?;
+        self.sled_log.sync_data().map_err(|error| not_durable(&error))
+    }
+
+    /// Writes `frozen` to sled, the log offset it reaches with its last writes, and flushes sled.
+    ///
+    /// In sled batches of `SLED_BATCH` writes: one sled batch pins sled's log and its epoch for as long as
+    /// it runs, and a batch of 32,768 writes made the process grow by gigabytes. A crash between two
+    /// batches leaves sled with part of the overlay and the offset before it; the open then replays the
+    /// same frames over it, and since each frame's writes are whole values in order, that ends in the same
+    /// state.
+    fn write_to_sled(&self, frozen: &Frozen) -> Result<()> {
+        let entries: Vec<_> = frozen.writes.iter().collect();
+        let failed = |error: sled::Error| {
+            backend(format!("cannot write {} keys to the database", frozen.writes.len()), error)
+        };
+        let n_chunks = entries.len().div_ceil(SLED_BATCH).max(1);
+        for (i, chunk) in entries.chunks(SLED_BATCH).chain(entries.is_empty().then_some(&[][..])).enumerate()
+        {
+            let mut batch = sled::Batch::default();
+            for (key, value) in chunk {
+                match value {
+                    Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                    None => batch.remove(key.as_slice()),
+                }
+            }
+            if i + 1 == n_chunks {
+                batch.insert(APPLIED_KEY, &frozen.end.to_be_bytes());
+            }
+            self.db.apply_batch(batch).map_err(failed)?;
+        }
+        self.flush_sled()
+    }
+
+    /// The applier thread: writes each frozen overlay to sled, then lets readers stop consulting it.
+    fn run_applier(&self) {
+        loop {
+            let frozen = {
+                let mut state = lock(&self.applier);
+                loop {
+                    if let Some(work) = state.work.take() {
+                        state.busy = true;
+                        break work;
+                    }
+                    if state.closing {
+                        return;
+                    }
+                    state = self.applied.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_to_sled(&frozen)))
+                    .unwrap_or_else(|_| {
+                        Err(backend("cannot write the log's batches to sled", "the writer panicked"))
+                    });
+            if result.is_ok() {
+                let mut overlay = self.overlay.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if overlay.frozen.as_ref().is_some_and(|current| Arc::ptr_eq(current, &frozen)) {
+                    overlay.frozen = None;
+                }
+            }
+            let mut state = lock(&self.applier);
+            state.busy = false;
+            if let Err(error) = result {
+                tracing::error!(%error, "writing the log's batches to sled failed; the store refuses writes");
+                state.failed = Some(error.to_string());
+            }
+            drop(state);
+            self.applied.notify_all();
+        }
+    }
+
+    /// Hands the active overlay to the applier, if the applier has none.
+    fn freeze(&self, overlay: &mut Overlay) {
+        if overlay.frozen.is_some() || overlay.active.is_empty() {
+            return;
+        }
+        let frozen = Arc::new(Frozen { writes: std::mem::take(&mut overlay.active), end: overlay.end });
+        overlay.active_bytes = 0;
+        overlay.frozen = Some(Arc::clone(&frozen));
+        lock(&self.applier).work = Some(frozen);
+        self.applied.notify_all();
+    }
+
+    /// Waits until the applier has nothing to do; an error if it failed.
+    fn wait_idle(&self) -> Result<()> {
+        let mut state = lock(&self.applier);
+        while state.failed.is_none() && (state.busy || state.work.is_some()) {
+            state = self.applied.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match &state.failed {
+            Some(message) => Err(backend("cannot write the log's batches to sled", message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything the overlay holds to sled and waits until sled has it.
+    fn drain(&self) -> Result<()> {
+        loop {
+            self.wait_idle()?;
+            let mut overlay = self.overlay.write().map_err(|_| poisoned())?;
+            if overlay.frozen.is_none() && overlay.active.is_empty() {
+                return Ok(());
+            }
+            self.freeze(&mut overlay);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Overlay {
+    /// The newest write of sled key `key` the overlay holds (`Some(None)`: deleted).
+    fn lookup(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.active.get(key).or_else(|| self.frozen.as_ref().and_then(|frozen| frozen.writes.get(key)))
+    }
+}
 /// The file in the store directory where sled 0.34 writes its log (and takes its lock).
 const LOG_FILE: &str = "db";
 
@@ -296,12 +964,18 @@ fn poisoned() -> StoreError {
 
 impl Kv for SledKv {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let _read = self.read_lock()?;
-        self.db
-            .get(prefixed(tree, key))
-            .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))?
-            .map(|value| self.resolve(tree, &value))
-            .transpose()
+        let overlay = self.read_lock()?;
+        let key = prefixed(tree, key);
+        let value = match overlay.lookup(&key) {
+            Some(value) => value.clone(),
+            None => self
+                .shared
+                .db
+                .get(&key)
+                .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))?
+                .map(|value| value.to_vec()),
+        };
+        value.map(|value| self.resolve(tree, &value)).transpose()
     }
 
     fn scan(
@@ -314,77 +988,81 @@ impl Kv for SledKv {
         if limit == 0 || to.is_some_and(|to| to <= from) {
             return Ok(Vec::new());
         }
-        let _read = self.read_lock()?;
+        let overlay = self.read_lock()?;
         let end = to.map_or_else(|| tree_end(tree), |to| prefixed(tree, to));
-        self.db
-            .range(prefixed(tree, from)..end)
+        self.merged(&overlay, &prefixed(tree, from), &end, false)
             .take(limit)
             .map(|entry| {
-                let (key, value) =
-                    entry.map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))?;
-                Ok((key[1..].to_vec(), self.resolve(tree, &value)?))
+                let (key, value) = entry?;
+                Ok((key, self.resolve(tree, &value)?))
             })
             .collect()
     }
 
     fn last_before(&self, tree: Tree, before: Option<&[u8]>) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let _read = self.read_lock()?;
+        let overlay = self.read_lock()?;
         let end = before.map_or_else(|| tree_end(tree), |before| prefixed(tree, before));
-        self.db
-            .range(vec![tree.prefix()]..end)
-            .next_back()
-            .transpose()
-            .map_err(|error| backend(format!("cannot scan tree {}", tree.name()), error))?
-            .map(|(key, value)| Ok((key[1..].to_vec(), self.resolve(tree, &value)?)))
-            .transpose()
+        let last = self.merged(&overlay, &[tree.prefix()], &end, true).next();
+        last.map(|entry| {
+            let (key, value) = entry?;
+            Ok((key, self.resolve(tree, &value)?))
+        })
+        .transpose()
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
-        let n_writes = writes.len();
-        // Record batches first go to the record log, durably; sled then gets pointers to them, in the
-        // batch's order (a later write of a key replaces an earlier one).
-        let mut appended = Vec::new();
-        let mut lengths = Vec::new();
-        for write in &writes {
-            if let Write::Put(tree, _, value) = write {
-                if logged(*tree) {
-                    let len = u32::try_from(value.len()).map_err(|_| {
-                        backend(format!("cannot store a value of {}", tree.name()), "larger than 4 GiB")
-                    })?;
-                    lengths.push(len);
-                    appended.extend_from_slice(value);
-                }
-            }
+        let shared = &self.shared;
+        let _commit = lock(&shared.commit);
+        if let Some(message) = &lock(&shared.applier).failed {
+            return Err(backend("the store failed writing to sled and must be reopened", message));
         }
-        let mut next = if appended.is_empty() { 0 } else { self.record_log.append(&appended)? };
-        let mut lengths = lengths.into_iter();
-        let mut batch = sled::Batch::default();
-        for write in writes {
-            match write {
-                Write::Put(tree, key, _) if logged(tree) => {
-                    // One length per logged put, in the same order.
-                    let len = lengths.next().unwrap_or_default();
-                    batch.insert(prefixed(tree, &key), pointer(next, len));
-                    next += u64::from(len);
-                }
-                Write::Put(tree, key, value) => batch.insert(prefixed(tree, &key), value),
-                Write::Delete(tree, key) => batch.remove(prefixed(tree, &key)),
-            }
+        // The format version must be in sled itself at once: a build from before the log would ignore it.
+        let format_changed = writes.iter().any(
+            |write| matches!(write, Write::Put(Tree::Meta, key, _) if key.as_slice() == super::keys::FORMAT_VERSION),
+        );
+        let at = shared.log.end()?;
+        let (frame, entries) = encode_frame(writes, at)?;
+        if let Err(error) = shared.log.append(&frame, at) {
+            // Part of the frame may be in the file: nothing may be appended after it in this process.
+            lock(&shared.applier).failed = Some(error.to_string());
+            return Err(error);
         }
-        let _write = self.write_lock()?;
-        self.db
-            .apply_batch(batch)
-            .map_err(|error| backend(format!("cannot write a batch of {n_writes} writes"), error))?;
-        let not_durable = |error: &dyn fmt::Display| {
-            backend(format!("cannot flush a batch of {n_writes} writes (it may not be durable)"), error)
+        // The batch is committed from here on: whatever fails below fails the next batch, not this one.
+        let behind = {
+            let mut overlay = shared.overlay.write().map_err(|_| poisoned())?;
+            for (key, value) in entries {
+                let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+                overlay.active_bytes += bytes;
+                overlay.active.insert(key, value);
+            }
+            overlay.end = at + frame.len() as u64;
+            let (entries, bytes) = (overlay.active.len(), overlay.active_bytes);
+            if entries >= shared.limits.entries || bytes >= shared.limits.bytes {
+                shared.freeze(&mut overlay);
+            }
+            // Still full: the applier is writing the previous one.
+            overlay.active.len() >= 2 * shared.limits.entries
+                || overlay.active_bytes >= 2 * shared.limits.bytes
         };
-        self.db.flush().map_err(|error| not_durable(&error))?;
-        // On Linux sled 0.34 ends its flush with `sync_file_range`, which neither writes the file's
-        // metadata nor flushes the device's write cache; `fdatasync` on the same file does both.
-        self.log.sync_data().map_err(|error| not_durable(&error))?;
+        let waited = if format_changed {
+            shared.drain()
+        } else if behind {
+            // sled falls behind the log: commits wait for it, so the overlay (memory, and what an open
+            // replays) stays bounded.
+            shared.wait_idle().and_then(|()| {
+                let mut overlay = shared.overlay.write().map_err(|_| poisoned())?;
+                shared.freeze(&mut overlay);
+                Ok(())
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(error) = waited {
+            tracing::error!(%error, "sled cannot catch up with the record log; the store refuses further writes");
+        }
         Ok(())
     }
 }
