@@ -2653,3 +2653,39 @@ fn sled_refuses_a_record_log_cut_short_naming_the_offsets() {
         }
     }
 }
+
+/// The stable log position of sled's newest snapshot in `dir` (file `snap.` and 16 hex digits), 0 if none.
+fn snapshot_lsn(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn sled_writes_a_fresh_snapshot_at_a_clean_close_after_much_writing() {
+    // sled 0.34 writes its snapshot only when it opens; a close after a session that appended at least
+    // `snapshot_after_log_bytes` to the log reopens it, so the next start replays nothing of that session.
+    let session = |dir: &Path, snapshot_after_log_bytes: u64| {
+        let limits = OverlayLimits { snapshot_after_log_bytes, ..OverlayLimits::default() };
+        let kv = SledKv::open_with(dir, limits).unwrap();
+        let at_open = snapshot_lsn(dir);
+        for i in 0..64u32 {
+            kv.apply(vec![Write::Put(Tree::Meta, i.to_be_bytes().to_vec(), vec![i as u8; 16 << 10])])
+                .unwrap();
+        }
+        drop(kv);
+        (at_open, snapshot_lsn(dir))
+    };
+    let dir = TestDir::new("store-contract", "snapshot-on-close");
+    let (at_open, at_close) = session(&dir.0, 1 << 20);
+    assert!(at_close > at_open, "1 MiB written: a fresh snapshot at close ({at_open:X} → {at_close:X})");
+    let (at_open, at_close) = session(&dir.0, u64::MAX);
+    assert_eq!(at_close, at_open, "below the threshold the close leaves sled's snapshot alone");
+    let kv = SledKv::open(&dir.0).unwrap();
+    assert_eq!(kv.get(Tree::Meta, &63u32.to_be_bytes()).unwrap(), Some(vec![63; 16 << 10]));
+}
