@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::TestDir;
 use govflow_engine::store::keys::Tree;
 use govflow_engine::store::kv::{Kv, Write};
-use govflow_engine::store::sled::SledKv;
+use govflow_engine::store::sled::{OverlayLimits, SledKv};
 
 #[test]
 fn sled_closes_in_bounded_time_after_writing_to_sled_failed() {
@@ -18,11 +18,21 @@ fn sled_closes_in_bounded_time_after_writing_to_sled_failed() {
     // then waits forever for that reservation's flush. Here the store's directory is removed under it, so
     // the applier cannot write the file sled keeps a large value in.
     let dir = TestDir::new("sled-failure", "closes");
-    let kv = SledKv::open(&dir.0).unwrap();
+    // An overlay of one key: every batch goes to sled at once.
+    let kv = SledKv::open_with(&dir.0, OverlayLimits { entries: 1, ..OverlayLimits::default() }).unwrap();
     kv.apply(vec![Write::Put(Tree::Meta, b"small".to_vec(), vec![1; 16])]).unwrap();
     std::fs::remove_dir_all(&dir.0).unwrap();
-    // The log's file is still open, so the commit succeeds; sled only gets it at the close.
+    // The log's file is still open, so the commit succeeds; writing it to sled fails behind it.
     kv.apply(vec![Write::Put(Tree::Meta, b"large".to_vec(), vec![7; 1 << 20])]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match kv.apply(vec![Write::Put(Tree::Meta, b"after".to_vec(), vec![2; 16])]) {
+            Err(error) => break error.to_string(),
+            Ok(()) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(()) => panic!("writing to sled never failed with its directory gone: the test covers nothing"),
+        }
+    };
+    assert!(refused.contains("sled"), "the store refuses writes once sled failed: {refused}");
     let (closed, done) = mpsc::channel();
     std::thread::spawn(move || {
         drop(kv);

@@ -115,7 +115,7 @@ const SNAPSHOT_AFTER_LOG_BYTES: u64 = 64 << 20;
 
 /// How many times the close reopens sled. Measured, not derived: after one reopen (replaying the whole
 /// run, writing the snapshot) the next start of a store holding 1,000,000 waiting instances still kept
-/// 259–271 MiB resident 3 s after it (3 runs); after two, 177 MiB (2 runs), the same as any later start. The second reopen replays only what the first wrote, in about 0.5 s.
+/// 259–271 MiB resident 3 s after it (3 runs); after two, 177 MiB (3 runs), the same as any later start. The second reopen replays only what the first wrote, in about 0.5 s.
 const SNAPSHOT_REOPENS: usize = 2;
 
 impl Drop for SnapshotOnClose {
@@ -641,6 +641,36 @@ impl SledKv {
             state.closing = true;
         }
         self.stop_applier();
+        if lock(&self.shared.applier).failed.is_some() {
+            self.release_failed_sled();
+        }
+    }
+
+    /// After writing to sled failed: sled 0.34 leaves a log reservation open when `apply_batch` fails with
+    /// an IO error (seen with the directory removed under it), and every later flush, the one in its own
+    /// drop included, then waits forever. The log holds every batch, so nothing depends on that flush:
+    /// sled is dropped on a thread of its own once this handle is gone, and the close returns. Without
+    /// that thread, sled is leaked rather than closed here.
+    fn release_failed_sled(&self) {
+        let mut shared = Arc::clone(&self.shared);
+        let kept = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new().name("govflow-sled-close".to_owned()).spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match Arc::try_unwrap(shared) {
+                    Ok(last) => return drop(last),
+                    Err(other) => shared = other,
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        match spawned {
+            Ok(_) => drop(kept),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a thread to close sled after its failure; leaving it open until the process ends");
+                std::mem::forget(kept);
+            }
+        }
     }
 
     fn stop_applier(&mut self) {
@@ -672,25 +702,7 @@ impl Drop for SledKv {
             self.shared.snapshot_on_close.armed.store(true, Ordering::Release);
         }
         if failed {
-            // sled 0.34 leaves a log reservation open when `apply_batch` fails with an IO error (seen with
-            // the directory removed under it): every later flush, the one in its own drop included, then
-            // waits forever. The log holds every batch, so nothing depends on that flush: sled is dropped
-            // on a thread of its own, once this handle is gone, and the close returns.
-            let mut shared = Arc::clone(&self.shared);
-            let spawned =
-                std::thread::Builder::new().name("govflow-sled-close".to_owned()).spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while Instant::now() < deadline {
-                        match Arc::try_unwrap(shared) {
-                            Ok(last) => return drop(last),
-                            Err(other) => shared = other,
-                        }
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                });
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "cannot start a thread to close sled after its failure; closing it here");
-            }
+            self.release_failed_sled();
         }
     }
 }
