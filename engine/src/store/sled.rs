@@ -115,7 +115,8 @@ const SNAPSHOT_AFTER_LOG_BYTES: u64 = 64 << 20;
 
 /// How many times the close reopens sled. Measured, not derived: after one reopen (replaying the whole
 /// run, writing the snapshot) the next start of a store holding 1,000,000 waiting instances still kept
-/// 259–271 MiB resident 3 s after it (3 runs); after two, 177 MiB (3 runs), the same as any later start. The second reopen replays only what the first wrote, in about 0.5 s.
+/// 259–271 MiB resident 3 s after it (3 runs); after two, 177 MiB (3 runs), the same as any later start.
+/// The second reopen replays only what the first wrote, in about 0.5 s.
 const SNAPSHOT_REOPENS: usize = 2;
 
 impl Drop for SnapshotOnClose {
