@@ -135,8 +135,20 @@ struct RecordBatch {
     records: Vec<(u64, Event, Digest256)>,
 }
 
+/// A [`RecordBatch`] borrowing the sealed records it packs: serialises to the same bytes, without copying
+/// every event first.
+#[derive(Debug, Serialize)]
+struct RecordBatchRef<'a> {
+    instance: InstanceKey,
+    at: &'a DateTime<FixedOffset>,
+    actor: &'a Actor,
+    format: u16,
+    prev_hash: Digest256,
+    records: Vec<(u64, &'a Event, Digest256)>,
+}
+
 impl RecordBatch {
-    fn pack(records: &[RecordedEvent]) -> Result<RecordBatch> {
+    fn pack(records: &[RecordedEvent]) -> Result<RecordBatchRef<'_>> {
         let Some(first) = records.first() else {
             return Err(StoreError::Conflict("an empty record batch".to_owned()));
         };
@@ -155,13 +167,13 @@ impl RecordBatch {
                 first.instance
             )));
         }
-        Ok(RecordBatch {
+        Ok(RecordBatchRef {
             instance: first.instance,
-            at: first.at,
-            actor: first.actor.clone(),
+            at: &first.at,
+            actor: &first.actor,
             format: first.format,
             prev_hash: first.prev_hash,
-            records: records.iter().map(|record| (record.seq, record.event.clone(), record.hash)).collect(),
+            records: records.iter().map(|record| (record.seq, &record.event, record.hash)).collect(),
         })
     }
 
