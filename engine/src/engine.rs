@@ -845,7 +845,7 @@ impl<S: Store> Engine<S> {
         let guard = self.instance_lock(key);
         let submitted = {
             let _guard = lock(&guard);
-            self.submit_locked(&definition, &empty, None, &command, actor)
+            self.submit_locked(&definition, Arc::new(empty), None, &command, actor)
         };
         self.release_lock(key, guard);
         submitted
@@ -899,7 +899,7 @@ impl<S: Store> Engine<S> {
         };
         let definition = self.definition(&stored.meta.process_id, Some(stored.meta.version))?;
         let previous = Some(stored.meta.clone());
-        self.submit_locked(&definition, &stored, previous, command, actor)
+        self.submit_locked(&definition, stored, previous, command, actor)
     }
 
     /// decide → seal → one atomic batch, submitted for commit. The caller holds the instance's lock. The
@@ -908,7 +908,7 @@ impl<S: Store> Engine<S> {
     fn submit_locked(
         &self,
         definition: &ProcessDefinition,
-        stored: &StoredInstance,
+        stored: Arc<StoredInstance>,
         previous: Option<InstanceMeta>,
         command: &Command,
         actor: &Actor,
@@ -917,16 +917,24 @@ impl<S: Store> Engine<S> {
         let events = decide(definition, &stored.state, command, now)?;
         let last = (stored.last_seq > 0).then_some((stored.last_seq, stored.last_hash));
         let records = audit::seal_all(stored.meta.key, last, now, actor, events);
-        let mut snapshot = stored.state.clone();
+        let key = stored.meta.key;
+        let index_ops = store::index_changes(key, &stored.state, &records);
+        let operations = operations_of(&stored.meta, &stored.state, &records);
+        let (previous_seq, previous_hash) = (stored.last_seq, stored.last_hash);
+        // The state is taken from the cache rather than copied: nobody else holds it between commands
+        // (a reader missing it meanwhile reads the store), and a failed submit drops it from the cache
+        // anyway.
+        lock(&self.cache).remove(&key);
+        let (mut snapshot, meta) = match Arc::try_unwrap(stored) {
+            Ok(owned) => (owned.state, owned.meta),
+            Err(shared) => (shared.state.clone(), shared.meta.clone()),
+        };
         for record in &records {
             snapshot.apply(&record.event);
         }
-        let key = stored.meta.key;
-        let index_ops = store::index_changes(key, &stored.state, &records);
-        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..stored.meta.clone() };
-        let operations = operations_of(&meta, &stored.state, &records);
+        let meta = InstanceMeta { status: snapshot.status, updated_at: now, ..meta };
         let actions = actions_of(records.iter().map(|record| &record.event));
-        let last_seq = records.last().map_or(stored.last_seq, |r| r.seq);
+        let last_seq = records.last().map_or(previous_seq, |r| r.seq);
         let outbox: Vec<OutboxEntry> = actions
             .iter()
             .enumerate()
@@ -942,7 +950,7 @@ impl<S: Store> Engine<S> {
         let write_snapshot = match &previous {
             None => meta.status != InstanceStatus::Active,
             Some(previous) => previous.status != meta.status,
-        } || stored.last_seq / SNAPSHOT_EVERY != last_seq / SNAPSHOT_EVERY;
+        } || previous_seq / SNAPSHOT_EVERY != last_seq / SNAPSHOT_EVERY;
         let batch = Batch {
             meta: meta.clone(),
             previous,
@@ -954,19 +962,13 @@ impl<S: Store> Engine<S> {
             acks: Vec::new(),
             operations,
         };
-        let ticket = match self.store.submit(&batch) {
-            Ok(ticket) => ticket,
-            Err(error) => {
-                lock(&self.cache).remove(&key);
-                return Err(error.into());
-            }
-        };
+        let ticket = self.store.submit(&batch)?;
         let Batch { records, snapshot, outbox, .. } = batch;
         let stored = Arc::new(StoredInstance {
             meta,
             state: snapshot,
             last_seq,
-            last_hash: records.last().map_or(stored.last_hash, |r| r.hash),
+            last_hash: records.last().map_or(previous_hash, |r| r.hash),
         });
         lock(&self.cache).insert(key, Arc::clone(&stored));
         Ok(Submitted { key, records, outbox, actions, stored, ticket })

@@ -509,10 +509,12 @@ impl<S: Store + 'static> Inner<S> {
                             backoff: None,
                         }),
                     };
+                    let took = started.elapsed().as_secs_f64();
                     let mut handled = lock(&inner.handled);
-                    let entry = handled.entry(job.job_type.clone()).or_default();
-                    entry.0 += 1;
-                    entry.1 += started.elapsed().as_secs_f64();
+                    match handled.get_mut(&job.job_type) {
+                        Some(entry) => *entry = (entry.0 + 1, entry.1 + took),
+                        None => drop(handled.insert(job.job_type.clone(), (1, took))),
+                    }
                     outcome
                 }
                 _ => None,

@@ -203,7 +203,14 @@ impl RecordBatch {
 /// variables (`serde_json::Value`) and `#[serde(default)]` fields round-trip, but a third smaller and
 /// cheaper to write (hashes are 32 raw bytes, numbers binary, no quoting).
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|error| StoreError::Corrupt(format!("cannot encode: {error}")))
+    encode_into(Vec::new(), value)
+}
+
+/// [`encode`] into `out` (a buffer sized for the value).
+fn encode_into<T: Serialize>(mut out: Vec<u8>, value: &T) -> Result<Vec<u8>> {
+    rmp_serde::encode::write_named(&mut out, value)
+        .map_err(|error| StoreError::Corrupt(format!("cannot encode: {error}")))?;
+    Ok(out)
 }
 
 /// Reads a value written by [`encode`], or a JSON value of a store written before MessagePack: every
@@ -881,7 +888,9 @@ impl<K: Kv + 'static> Store for KvStore<K> {
             writes.push(Write::Put(
                 Tree::Records,
                 keys::record(instance, last.seq),
-                encode(&RecordBatch::pack(&batch.records)?)?,
+                // A command's records take a few hundred bytes: one allocation rather than several (the
+                // value only passes through on its way to the log).
+                encode_into(Vec::with_capacity(1024), &RecordBatch::pack(&batch.records)?)?,
             ));
         }
         let (last_seq, last_hash) = match batch.records.last() {
