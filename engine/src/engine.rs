@@ -210,7 +210,8 @@ pub struct Committed {
     pub timers: Vec<(DateTime<FixedOffset>, Key)>,
 }
 
-/// Told about every commit, after it is durable.
+/// Told about every commit that leaves the shell something to do (runnable jobs, timers, an instance that
+/// ended), after it is durable.
 type Listener = Box<dyn Fn(Committed) + Send + Sync>;
 
 /// A command decided and queued for commit; durable once its ticket resolves.
@@ -876,6 +877,22 @@ impl<S: Store> Engine<S> {
         self.finish(submitted, outcome)
     }
 
+    /// `command_async`, keeping back from the listener the first job the command made runnable that
+    /// `claim` accepts, and returning it: the caller runs it itself, once the command is durable like any
+    /// job (the shell's handler task goes on with the instance's next job rather than handing it to a new
+    /// task).
+    pub async fn command_async_claiming(
+        &self,
+        instance: InstanceKey,
+        command: &Command,
+        actor: &Actor,
+        claim: &(dyn Fn(&JobHandle) -> bool + Sync),
+    ) -> Result<(Vec<RecordedEvent>, Option<JobHandle>)> {
+        let submitted = self.submit_command(instance, command, actor)?;
+        let outcome = submitted.ticket.clone().await;
+        self.finish_claiming(submitted, outcome, claim)
+    }
+
     fn submit_command(&self, instance: InstanceKey, command: &Command, actor: &Actor) -> Result<Submitted> {
         let guard = self.instance_lock(instance);
         let submitted = {
@@ -1036,13 +1053,23 @@ impl<S: Store> Engine<S> {
 
     /// After a submitted batch's flush: on success, tell the listener, trim the cache, do the follow-ups.
     fn finish(&self, submitted: Submitted, outcome: store::Result<()>) -> Result<Vec<RecordedEvent>> {
+        self.finish_claiming(submitted, outcome, &|_| false).map(|(records, _)| records)
+    }
+
+    /// `finish`, keeping back the first runnable job `claim` accepts (see `command_async_claiming`).
+    fn finish_claiming(
+        &self,
+        submitted: Submitted,
+        outcome: store::Result<()>,
+        claim: &(dyn Fn(&JobHandle) -> bool + Sync),
+    ) -> Result<(Vec<RecordedEvent>, Option<JobHandle>)> {
         let Submitted { key, records, outbox, actions, stored, .. } = submitted;
         if let Err(error) = outcome {
             // What the store holds is uncertain now (and it refuses further writes): read it again.
             lock(&self.cache).remove(&key);
             return Err(error.into());
         }
-        self.notify(&stored, &actions);
+        let claimed = self.notify(&stored, &actions, claim);
         {
             let mut cache = lock(&self.cache);
             let ended = stored.meta.status != InstanceStatus::Active;
@@ -1060,30 +1087,48 @@ impl<S: Store> Engine<S> {
             // move its other tasks elsewhere meanwhile.
             blocking_section(|| self.follow_up(key, &records, outbox))?;
         }
-        Ok(records)
+        Ok((records, claimed))
     }
 
-    fn notify(&self, stored: &StoredInstance, actions: &[Action]) {
+    /// Tells the listener what the commit left to do, but for the first runnable job `claim` accepts,
+    /// which it returns instead.
+    fn notify(
+        &self,
+        stored: &StoredInstance,
+        actions: &[Action],
+        claim: &(dyn Fn(&JobHandle) -> bool + Sync),
+    ) -> Option<JobHandle> {
         let listener = lock(&self.listener);
-        let Some(listener) = listener.as_ref() else { return };
+        let listener = listener.as_ref()?;
         let mut committed = Committed {
             instance: stored.meta.key,
             status: stored.meta.status,
             jobs: Vec::new(),
             timers: Vec::new(),
         };
+        let mut claimed = None;
         for action in actions {
             match action {
                 Action::RunJob { job, .. } | Action::RetryJob { job, .. } => {
                     if let Some(handle) = job_handle(stored, *job) {
-                        committed.jobs.push(handle);
+                        if claimed.is_none() && claim(&handle) {
+                            claimed = Some(handle);
+                        } else {
+                            committed.jobs.push(handle);
+                        }
                     }
                 }
                 Action::ScheduleTimer { timer, due } => committed.timers.push((*due, *timer)),
                 _ => {}
             }
         }
-        listener(committed);
+        let idle = committed.jobs.is_empty()
+            && committed.timers.is_empty()
+            && committed.status == InstanceStatus::Active;
+        if !idle {
+            listener(committed);
+        }
+        claimed
     }
 
     /// What a command leads to once its lock is released: outbox entries, and buffered messages for

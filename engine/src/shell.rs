@@ -486,41 +486,17 @@ impl<S: Store + 'static> Inner<S> {
     }
 
     fn run_job(self: &Arc<Self>, job: JobHandle) {
-        if self.stopping() {
+        if self.stopping() || !self.handlers.contains_key(&job.job_type) {
             return;
         }
-        let Some(registered) = self.handlers.get(&job.job_type) else { return };
-        let handler = Arc::clone(&registered.handler);
-        let permits = Arc::clone(&registered.permits);
-        let timeout = registered.timeout;
         let inner = Arc::clone(self);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            if let Some(not_before) = job.not_before {
-                tokio::time::sleep(inner.engine.clock().real(until(not_before, inner.engine.now()))).await;
-            }
-            let outcome = match permits.acquire_owned().await {
-                Ok(_permit) if !inner.stopping() => {
-                    let started = std::time::Instant::now();
-                    let outcome = match tokio::time::timeout(timeout, handler.handle(job.clone())).await {
-                        Ok(outcome) => Some(outcome),
-                        Err(_) => Some(JobOutcome::Fail {
-                            message: format!("the handler did not finish within {timeout:?}"),
-                            backoff: None,
-                        }),
-                    };
-                    let took = started.elapsed().as_secs_f64();
-                    let mut handled = lock(&inner.handled);
-                    match handled.get_mut(&job.job_type) {
-                        Some(entry) => *entry = (entry.0 + 1, entry.1 + took),
-                        None => drop(handled.insert(job.job_type.clone(), (1, took))),
-                    }
-                    outcome
-                }
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
-                inner.report(&job, outcome).await;
+            // The job, then each job of the instance its outcome made runnable next (see `report`): a
+            // sequence of service tasks runs in one task rather than a new one per job.
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                next = inner.handle(job).await;
             }
             if inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 inner.idle.notify_waiters();
@@ -528,9 +504,46 @@ impl<S: Store + 'static> Inner<S> {
         });
     }
 
+    /// Runs `job` on its handler and commits the outcome; returns the job the commit made runnable that
+    /// this task may run next.
+    async fn handle(&self, job: JobHandle) -> Option<JobHandle> {
+        let registered = self.handlers.get(&job.job_type)?;
+        if self.stopping() {
+            return None;
+        }
+        if let Some(not_before) = job.not_before {
+            tokio::time::sleep(self.engine.clock().real(until(not_before, self.engine.now()))).await;
+        }
+        let outcome = match Arc::clone(&registered.permits).acquire_owned().await {
+            Ok(_permit) if !self.stopping() => {
+                let started = std::time::Instant::now();
+                let outcome =
+                    match tokio::time::timeout(registered.timeout, registered.handler.handle(job.clone()))
+                        .await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => JobOutcome::Fail {
+                            message: format!("the handler did not finish within {:?}", registered.timeout),
+                            backoff: None,
+                        },
+                    };
+                let took = started.elapsed().as_secs_f64();
+                let mut handled = lock(&self.handled);
+                match handled.get_mut(&job.job_type) {
+                    Some(entry) => *entry = (entry.0 + 1, entry.1 + took),
+                    None => drop(handled.insert(job.job_type.clone(), (1, took))),
+                }
+                outcome
+            }
+            _ => return None,
+        };
+        self.report(&job, outcome).await
+    }
+
     /// Commits a job's outcome. A rejection means the job ended meanwhile (cancelled, or completed by an
-    /// earlier delivery): nothing to do.
-    async fn report(&self, job: &JobHandle, outcome: JobOutcome) {
+    /// earlier delivery): nothing to do. Returns a job the commit made runnable, of a type with a handler
+    /// and due at once, for the caller to run next (the others go to the listener as usual).
+    async fn report(&self, job: &JobHandle, outcome: JobOutcome) -> Option<JobHandle> {
         let command = match outcome {
             JobOutcome::Complete(variables) => Command::CompleteJob { job: job.job, variables },
             JobOutcome::Fail { message, backoff } => fail_command(job, message, backoff),
@@ -540,13 +553,18 @@ impl<S: Store + 'static> Inner<S> {
             JobOutcome::Incident { message } => {
                 Command::FailJob { job: job.job, retries: 0, message, backoff_ms: None }
             }
-            JobOutcome::Pending => return,
+            JobOutcome::Pending => return None,
         };
         let instance = job.instance;
-        match self.engine.command_async(instance, &command, &Actor::engine()).await {
-            Ok(_) | Err(EngineError::Rejected(_)) => {}
+        let claim = |next: &JobHandle| {
+            next.not_before.is_none() && !self.stopping() && self.handlers.contains_key(&next.job_type)
+        };
+        match self.engine.command_async_claiming(instance, &command, &Actor::engine(), &claim).await {
+            Ok((_, next)) => next,
+            Err(EngineError::Rejected(_)) => None,
             Err(error) => {
-                tracing::error!(%instance, job = %job.job, %error, "cannot commit a job's outcome; it runs again after a restart")
+                tracing::error!(%instance, job = %job.job, %error, "cannot commit a job's outcome; it runs again after a restart");
+                None
             }
         }
     }

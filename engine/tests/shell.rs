@@ -292,3 +292,82 @@ async fn a_scaled_clock_fires_an_hour_timer_in_about_a_second() {
     assert!(clock.now() >= due);
     shell.shutdown().await;
 }
+
+/// start → a → b → c → end: `a` and `b` have handlers, `c` only external workers.
+fn chain_process() -> String {
+    process(
+        r#"<bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="a" />
+    <bpmn:serviceTask id="a"><bpmn:extensionElements><zeebe:taskDefinition type="a" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f2" sourceRef="a" targetRef="b" />
+    <bpmn:serviceTask id="b"><bpmn:extensionElements><zeebe:taskDefinition type="b" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f3" sourceRef="b" targetRef="c" />
+    <bpmn:serviceTask id="c"><bpmn:extensionElements><zeebe:taskDefinition type="c" /></bpmn:extensionElements></bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f4" sourceRef="c" targetRef="end" />
+    <bpmn:endEvent id="end" />"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_made_runnable_by_a_handlers_outcome_run_after_their_commit_within_their_limits() {
+    // The shell runs the next job of an instance in the task whose commit created it: each job must still
+    // be durable before its handler sees it, a type's limit must hold, and a job no handler takes must
+    // still reach the external workers.
+    let engine = Arc::new(Engine::open(memory_store().unwrap(), Arc::new(SystemClock)).unwrap());
+    engine.deploy("p.bpmn", chain_process().as_bytes(), &Actor::engine()).unwrap();
+    let running = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let not_durable: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler = |engine: Arc<
+        Engine<govflow_engine::store::kv::KvStore<govflow_engine::store::memory::MemoryKv>>,
+    >| {
+        let (running, most, not_durable) =
+            (Arc::clone(&running), Arc::clone(&most), Arc::clone(&not_durable));
+        move |job: JobHandle| {
+            let (engine, running, most, not_durable) =
+                (Arc::clone(&engine), Arc::clone(&running), Arc::clone(&most), Arc::clone(&not_durable));
+            async move {
+                let durable = engine.store().records(job.instance, 1, usize::MAX).unwrap().iter().any(
+                    |record| matches!(record.event, Event::JobCreated { job: created, .. } if created == job.job),
+                );
+                if !durable {
+                    not_durable.lock().unwrap().push(job.job_type.clone());
+                }
+                let now = running.fetch_add(1, Ordering::AcqRel) + 1;
+                most.fetch_max(now, Ordering::AcqRel);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::AcqRel);
+                JobOutcome::Complete(VariableMap::new())
+            }
+        }
+    };
+    let (hook, mut receiver) = ended_channel();
+    let limit = govflow_engine::shell::JobLimits { max_concurrent: Some(1), timeout: None };
+    let shell = Shell::builder(Arc::clone(&engine))
+        .handler_with("a", handler(Arc::clone(&engine)), limit)
+        .handler_with("b", handler(Arc::clone(&engine)), limit)
+        .on_instance_ended(hook)
+        .start()
+        .await
+        .unwrap();
+    let mut started = Vec::new();
+    for _ in 0..8 {
+        started.push(shell.start_instance("p", VariableMap::new(), None, Actor::engine()).await.unwrap());
+    }
+    // Every instance reaches `c`, which only a worker takes.
+    let mut activated = Vec::new();
+    while activated.len() < started.len() {
+        let jobs =
+            shell.activate_jobs("c", 8, Duration::from_secs(60), Duration::from_millis(200)).await.unwrap();
+        activated.extend(jobs);
+    }
+    assert_eq!(not_durable.lock().unwrap().len(), 0, "handlers saw jobs not yet durable");
+    assert!(most.load(Ordering::Acquire) <= 2, "one `a` and one `b` at a time at most");
+    for job in activated {
+        shell.complete_job(job.instance, job.job, VariableMap::new(), Actor::engine()).await.unwrap();
+    }
+    let mut done = ended(&mut receiver, started.len()).await;
+    done.sort_unstable();
+    assert_eq!(done, started);
+    shell.shutdown().await;
+}
