@@ -143,19 +143,37 @@ fn first_name_in_event(value: &[u8], at: usize) -> usize {
 }
 
 /// Where the batch holding record `seq` of `instance` lies in the record log (`records.log`, pointed to
-/// from sled by tag 0xc1, offset and length), its sled key, and where the record starts in it.
-fn batch_holding(dir: &Path, instance: u64, seq: u8) -> (sled::IVec, u64, usize) {
+/// from sled), the sequence number of its last record (its sled key), and where the record starts in it.
+/// sled holds a pointer (tag 0xc1, offset u64, length u32) or a packed run of them under the last one's key
+/// (tag 0xc1, count u32, then per batch its last sequence number u64, offset u64, length u32).
+fn batch_holding(dir: &Path, instance: u64, seq: u8) -> (u64, u64, usize) {
     let log = std::fs::read(dir.join("records.log")).unwrap();
     let db = open_raw(dir);
-    db.scan_prefix([&[Tree::Records.prefix()][..], &instance.to_be_bytes()].concat())
-        .map(Result::unwrap)
-        .find_map(|(key, pointer)| {
-            assert_eq!((pointer.len(), pointer[0]), (13, 0xc1), "a pointer into the record log");
-            let offset = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
-            let len = u32::from_be_bytes(pointer[9..13].try_into().unwrap());
+    let mut pointers = Vec::new();
+    for (key, value) in
+        db.scan_prefix([&[Tree::Records.prefix()][..], &instance.to_be_bytes()].concat()).map(Result::unwrap)
+    {
+        assert_eq!(value[0], 0xc1, "a pointer into the record log, or a packed run of them");
+        if value.len() == 13 {
+            let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
+            let len = u32::from_be_bytes(value[9..13].try_into().unwrap());
+            pointers.push((u64::from_be_bytes(key[9..17].try_into().unwrap()), offset, len));
+            continue;
+        }
+        let count = u32::from_be_bytes(value[1..5].try_into().unwrap()) as usize;
+        assert_eq!(value.len(), 5 + 20 * count, "a packed run of {count} pointers");
+        for entry in value[5..].chunks(20) {
+            let last = u64::from_be_bytes(entry[..8].try_into().unwrap());
+            let offset = u64::from_be_bytes(entry[8..16].try_into().unwrap());
+            pointers.push((last, offset, u32::from_be_bytes(entry[16..20].try_into().unwrap())));
+        }
+    }
+    pointers
+        .into_iter()
+        .find_map(|(last, offset, len)| {
             let start = usize::try_from(offset).unwrap();
             let value = &log[start..start + usize::try_from(len).unwrap()];
-            record_start(value, seq).map(|at| (key, offset, at))
+            record_start(value, seq).map(|at| (last, offset, at))
         })
         .expect("the batch holding the record")
 }
@@ -194,9 +212,9 @@ fn a_stored_batch_that_no_longer_parses_is_reported_not_skipped() {
     let seq = {
         // One byte that breaks the batch holding record 5: its event's map header becomes a reserved
         // MessagePack byte.
-        let (key, offset, record) = batch_holding(&dir, 1, 5);
+        let (last, offset, record) = batch_holding(&dir, 1, 5);
         edit_record_log(&dir, offset, |value| value[record + 2] = 0xc1);
-        u64::from_be_bytes(key[9..17].try_into().unwrap())
+        last
     };
     let (code, out) = govflow(&["audit", "verify", "--data", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");

@@ -384,7 +384,8 @@ impl<S: Store> Engine<S> {
         Arc::clone(&self.clock)
     }
 
-    /// Sets the function told about every commit (after it is durable). The tokio shell listens here.
+    /// Sets the function told about every commit that leaves something to do, after it is durable (see
+    /// `Listener`). The tokio shell listens here.
     pub fn set_listener(&self, listener: impl Fn(Committed) + Send + Sync + 'static) {
         *lock(&self.listener) = Some(Box::new(listener));
     }

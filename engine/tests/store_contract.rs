@@ -2097,34 +2097,58 @@ fn sled_matches_model(ops: &[Op], overlay_entries: usize) -> Result<(), TestCase
     Ok(())
 }
 
-fn small_key() -> impl Strategy<Value = Vec<u8>> {
+fn small_key() -> impl Strategy<Value = Vec<u8>> + Clone {
     // Few distinct, short keys, with 0x00 and 0xff, so puts, deletes and bounds collide often.
     prop::collection::vec(prop::sample::select(vec![0_u8, 1, 2, 0xff]), 0..3)
 }
 
-fn some_tree() -> impl Strategy<Value = Tree> {
+/// A key shaped like a record key (instance u64, sequence number u64), from a small space, so record
+/// pointers of one instance land next to each other in an overlay and sled packs them into runs; and
+/// sometimes an instance alone, as a bound that falls between runs.
+fn record_key() -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![
+        4 => (0_u64..3, 0_u64..8).prop_map(|(instance, seq)| [instance.to_be_bytes(), seq.to_be_bytes()].concat()),
+        1 => (0_u64..4).prop_map(|instance| instance.to_be_bytes().to_vec()),
+    ]
+}
+
+fn any_key() -> impl Strategy<Value = Vec<u8>> + Clone {
+    prop_oneof![small_key(), record_key()]
+}
+
+fn some_tree() -> impl Strategy<Value = Tree> + Clone {
     // Records: values in the log, pointers in sled.
     prop::sample::select(vec![Tree::Meta, Tree::Records, Tree::Jobs, Tree::Outbox])
 }
 
-fn write() -> impl Strategy<Value = Write> {
+fn write_in(
+    tree: impl Strategy<Value = Tree> + Clone,
+    key: impl Strategy<Value = Vec<u8>> + Clone,
+) -> impl Strategy<Value = Write> {
     prop_oneof![
-        3 => (some_tree(), small_key(), prop::collection::vec(any::<u8>(), 0..4))
+        3 => (tree.clone(), key.clone(), prop::collection::vec(any::<u8>(), 0..4))
             .prop_map(|(tree, key, value)| Write::Put(tree, key, value)),
-        2 => (some_tree(), small_key()).prop_map(|(tree, key)| Write::Delete(tree, key)),
+        2 => (tree, key).prop_map(|(tree, key)| Write::Delete(tree, key)),
+    ]
+}
+
+fn op_in(
+    tree: impl Strategy<Value = Tree> + Clone,
+    key: impl Strategy<Value = Vec<u8>> + Clone,
+) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => prop::collection::vec(write_in(tree.clone(), key.clone()), 0..6).prop_map(Op::Apply),
+        1 => (tree.clone(), key.clone()).prop_map(|(tree, key)| Op::Get(tree, key)),
+        2 => (tree.clone(), key.clone(), prop::option::of(key.clone()), prop_oneof![0_usize..4, Just(usize::MAX)])
+            .prop_map(|(tree, from, to, limit)| Op::Scan { tree, from, to, limit }),
+        1 => (tree, prop::option::of(key)).prop_map(|(tree, before)| Op::LastBefore(tree, before)),
+        1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
     ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        5 => prop::collection::vec(write(), 0..6).prop_map(Op::Apply),
-        1 => (some_tree(), small_key()).prop_map(|(tree, key)| Op::Get(tree, key)),
-        2 => (some_tree(), small_key(), prop::option::of(small_key()), prop_oneof![0_usize..4, Just(usize::MAX)])
-            .prop_map(|(tree, from, to, limit)| Op::Scan { tree, from, to, limit }),
-        1 => (some_tree(), prop::option::of(small_key())).prop_map(|(tree, before)| Op::LastBefore(tree, before)),
-        1 => Just(Op::Restart),
-        1 => Just(Op::Crash),
-    ]
+    op_in(some_tree(), any_key())
 }
 
 proptest! {
@@ -2134,6 +2158,16 @@ proptest! {
     fn sled_kv_matches_a_btreemap_across_restarts(
         ops in prop::collection::vec(op(), 1..32),
         overlay_entries in prop_oneof![1_usize..6, Just(OverlayLimits::default().entries)],
+    ) {
+        sled_matches_model(&ops, overlay_entries)?;
+    }
+
+    /// Record pointers only, of three instances: sled packs adjacent ones into runs, and later writes and
+    /// deletes land inside runs, before and after them, across restarts and crashes.
+    #[test]
+    fn sled_record_pointers_packed_into_runs_match_a_btreemap(
+        ops in prop::collection::vec(op_in(Just(Tree::Records), record_key()), 1..40),
+        overlay_entries in prop_oneof![2_usize..8, Just(OverlayLimits::default().entries)],
     ) {
         sled_matches_model(&ops, overlay_entries)?;
     }
@@ -2233,6 +2267,31 @@ fn raw_records(db: &sled::Db, instance: InstanceKey) -> Vec<(sled::IVec, sled::I
         .collect()
 }
 
+/// The record pointers of `instance` in sled, packed runs unpacked: (last sequence number of the batch,
+/// offset, length). A pointer is tag 0xc1, offset u64, length u32; a packed run is tag 0xc1, count u32,
+/// then per entry sequence number u64, offset u64, length u32, stored under its last entry's key.
+fn raw_pointers(db: &sled::Db, instance: InstanceKey) -> Vec<(u64, u64, u64)> {
+    let mut pointers = Vec::new();
+    for (key, value) in raw_records(db, instance) {
+        assert_eq!(value[0], 0xc1, "a pointer or a packed run");
+        let seq = u64::from_be_bytes(key[9..17].try_into().unwrap());
+        let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
+        if value.len() == 13 {
+            pointers.push((seq, offset, u64::from(u32::from_be_bytes(value[9..13].try_into().unwrap()))));
+            continue;
+        }
+        let count = u32::from_be_bytes(value[1..5].try_into().unwrap()) as usize;
+        assert_eq!(value.len(), 5 + 20 * count, "a packed run of {count}");
+        for entry in value[5..].chunks(20) {
+            let offset = u64::from_be_bytes(entry[8..16].try_into().unwrap());
+            let len = u64::from(u32::from_be_bytes(entry[16..20].try_into().unwrap()));
+            pointers.push((u64::from_be_bytes(entry[..8].try_into().unwrap()), offset, len));
+        }
+        assert_eq!(pointers.last().unwrap().0, seq, "a run is stored under its last entry's key");
+    }
+    pointers
+}
+
 /// The (start, length) of every frame of the record log from offset `from` to its end, read from the
 /// frames' headers (payload length u32, CRC-32 u32); panics unless they end exactly at the end.
 fn frames_from(log: &[u8], from: u64) -> Vec<(u64, u64)> {
@@ -2271,15 +2330,15 @@ fn sled_keeps_record_batches_in_the_record_log_and_only_pointers_in_sled() {
     let log_len = std::fs::metadata(dir.0.join("records.log")).unwrap().len();
     {
         let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
-        let raw = raw_records(&db, key);
-        assert_eq!(raw.len(), 2, "one entry per committed batch");
+        assert_eq!(raw_records(&db, key).len(), 1, "the instance's two batches packed into one sled value");
+        let pointers = raw_pointers(&db, key);
+        assert_eq!(pointers.len(), 2, "one pointer per committed batch");
+        assert!(pointers[0].0 < pointers[1].0, "in sequence order");
+        assert_eq!(pointers[1].0, journey.records.last().unwrap().seq, "keyed by each batch's last record");
         // The two batches, in their frames one after the other, inside the log.
         let mut pointed = 0;
-        for (_, value) in &raw {
-            assert_eq!((value.len(), value[0]), (13, 0xc1), "a pointer: tag, offset, length");
-            let offset = u64::from_be_bytes(value[1..9].try_into().unwrap());
-            let len = u64::from(u32::from_be_bytes(value[9..13].try_into().unwrap()));
-            assert!(offset >= pointed, "the second batch lies after the first");
+        for (_, offset, len) in &pointers {
+            assert!(*offset >= pointed, "the second batch lies after the first");
             pointed = offset + len;
         }
         assert!(pointed <= log_len);
@@ -2463,7 +2522,8 @@ fn sled_replays_the_frames_sled_had_not_applied_when_the_process_died() {
     assert_eq!(listed.iter().map(|meta| meta.key).collect::<Vec<_>>(), [key], "the indexes are back too");
     drop(store);
     let db = govflow_engine::store::sled::open_db(&dir.0).unwrap();
-    assert_eq!(raw_records(&db, key).len(), 2, "replayed into sled");
+    assert_eq!(raw_pointers(&db, key).len(), 2, "replayed into sled");
+    assert_eq!(raw_records(&db, key).len(), 1, "as one packed run");
 }
 
 #[test]

@@ -37,12 +37,15 @@ use crate::runtime::{Action, Event, IncidentKind, Instance, InstanceKey, Instanc
 /// 4: an operation-log entry holds the operations of one flush (up to 256), not one operation.
 /// 5: the sled backend's log holds every batch as a frame, and sled may lag behind it (`store::sled`): a
 ///    build before cannot read it.
-pub const STORE_FORMAT_VERSION: u32 = 5;
+/// 6: the sled backend may pack the record pointers of one instance into one sled value (`store::sled`,
+///    `# Packed runs`), which a build before would take for a damaged record batch.
+pub const STORE_FORMAT_VERSION: u32 = 6;
 
 /// Older formats this build reads as they are and marks as the current one when it opens them: format 2
 /// keeps every record batch inline and formats 2 and 3 one operation per operation-log entry, which this
-/// build still reads; format 4 is format 5 with no frames in the log yet.
-pub const UPGRADABLE_FORMAT_VERSIONS: &[u32] = &[2, 3, 4];
+/// build still reads; format 4 is format 5 with no frames in the log yet, and format 5 is format 6 with no
+/// packed runs.
+pub const UPGRADABLE_FORMAT_VERSIONS: &[u32] = &[2, 3, 4, 5];
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -52,6 +52,19 @@
 //! every open, hold small values. Record values stored inline by stores written before the record log,
 //! and the unframed values stores of format 4 and before appended, are still read through their pointers.
 //! Readers resolve pointers, so nothing above this module sees them.
+//!
+//! # Packed runs
+//! Most sled inserts were record pointers (11 of 16 per instance of a ten-task process), and sled's insert
+//! costs the same whatever the value's size. So when the applier (or the open's replay) writes several
+//! record keys of one instance that are adjacent in its overlay, it stores them as one sled value, a
+//! packed run, under the key of the last: tag `0xc1`, count u32, then per entry its sequence number u64,
+//! offset u64 and length u32 (5 + 20 × count bytes, never the 13 of a pointer). Records are keyed by
+//! their last sequence number and read by range from a sequence number on, so a run under its last key is
+//! found by the same scans. Readers unpack runs, and the run at or after a range's end is read as well.
+//! The invariant every writer keeps: a run's span (its first key to its own) holds no other sled key. A
+//! run is written only over a free span; writing or deleting a key inside a run first rewrites the run
+//! as single pointers (one sled batch). A crash part-way through writing an overlay replays all of its
+//! frames, which writes each key of its runs again.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -261,6 +274,136 @@ fn read_pointer(value: &[u8]) -> Option<(u64, u32)> {
     let offset = u64::from_be_bytes(value[1..9].try_into().ok()?);
     let len = u32::from_be_bytes(value[9..13].try_into().ok()?);
     Some((offset, len))
+}
+
+/// A record key in sled: the tree's prefix, instance u64, last sequence number u64. Keys of one run share
+/// the first `RUN_SHARED` bytes.
+const RECORD_KEY_LEN: usize = 17;
+const RUN_SHARED: usize = 9;
+/// Entries per packed run at most: a run is one sled value, which sled copies whole with its leaf.
+const MAX_RUN: usize = 64;
+/// A packed run: tag, count u32, then per entry sequence number u64, offset u64, length u32.
+const RUN_HEADER: usize = 5;
+const RUN_ENTRY: usize = 20;
+
+/// The pointer a write of `key` stores, if the write may go into a packed run: a record key, put with a
+/// pointer into the log.
+fn run_entry<'a>(key: &[u8], value: Option<&'a [u8]>) -> Option<&'a [u8]> {
+    let value = value?;
+    (key.len() == RECORD_KEY_LEN && key[0] == Tree::Records.prefix() && read_pointer(value).is_some())
+        .then_some(value)
+}
+
+/// The value of a packed run of (record key, pointer) entries of one instance, in key order.
+fn pack_run(run: &[(&Vec<u8>, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RUN_HEADER + RUN_ENTRY * run.len());
+    out.push(POINTER_TAG);
+    out.extend_from_slice(&u32::try_from(run.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for (key, pointer) in run {
+        out.extend_from_slice(&key[RUN_SHARED..]);
+        out.extend_from_slice(&pointer[1..]);
+    }
+    out
+}
+
+/// How many entries `value` packs, if it is a packed run (a pointer is shorter; an inline record value
+/// never starts with the tag).
+fn run_len(value: &[u8]) -> Option<usize> {
+    if value.len() < RUN_HEADER || value[0] != POINTER_TAG || value.len() == POINTER_LEN {
+        return None;
+    }
+    let count = u32::from_be_bytes(value[1..RUN_HEADER].try_into().ok()?) as usize;
+    (count >= 1 && value.len() == RUN_HEADER + RUN_ENTRY * count).then_some(count)
+}
+
+/// The sled key of entry `i` of the run stored under `run_key`.
+fn run_key_of(run_key: &[u8], value: &[u8], i: usize) -> Vec<u8> {
+    let at = RUN_HEADER + RUN_ENTRY * i;
+    let mut key = Vec::with_capacity(RECORD_KEY_LEN);
+    key.extend_from_slice(&run_key[..RUN_SHARED]);
+    key.extend_from_slice(&value[at..at + 8]);
+    key
+}
+
+/// The key of a packed run's first entry, or `None` if `value` is no packed run.
+fn run_first_key(run_key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    run_len(value).filter(|_| run_key.len() == RECORD_KEY_LEN).map(|_| run_key_of(run_key, value, 0))
+}
+
+/// The (sled key, pointer) entries of the run stored under `run_key`, in key order; a value that is no
+/// packed run is the one entry it is.
+fn unpack_run(run_key: &[u8], value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(count) = run_len(value).filter(|_| run_key.len() == RECORD_KEY_LEN) else {
+        return vec![(run_key.to_vec(), value.to_vec())];
+    };
+    (0..count)
+        .map(|i| {
+            let at = RUN_HEADER + RUN_ENTRY * i + 8;
+            let mut pointer = Vec::with_capacity(POINTER_LEN);
+            pointer.push(POINTER_TAG);
+            pointer.extend_from_slice(&value[at..at + 12]);
+            (run_key_of(run_key, value, i), pointer)
+        })
+        .collect()
+}
+
+/// sled's entries from `start` (inclusive) to `end` (exclusive) of the records tree, packed runs unpacked,
+/// in key order or (`reverse`) the opposite. A run is stored under its last entry's key, so the first run
+/// at or after `end` may hold entries before it.
+///
+/// sled's iterators are not snapshots: the applier may pack a run, or unpack one, while a reader walks past
+/// it, and the reader would then meet entries it has passed. Those are in the overlay the reader also
+/// consults (the applier is writing them from there), so an entry not beyond the last one yielded is
+/// skipped, which keeps this source in order for [`Merge`].
+struct Unpacked<I> {
+    inner: I,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    reverse: bool,
+    buffer: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+    last: Option<Vec<u8>>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Unpacked<I> {
+    type Item = sled::Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.buffer.pop_front() {
+                let beyond = self.last.as_ref().is_none_or(|last| {
+                    if self.reverse {
+                        entry.0 < *last
+                    } else {
+                        entry.0 > *last
+                    }
+                });
+                if beyond {
+                    self.last = Some(entry.0.clone());
+                    return Some(Ok(entry));
+                }
+                continue;
+            }
+            if self.done {
+                return None;
+            }
+            let (key, value) = match self.inner.next()? {
+                Ok(entry) => entry,
+                Err(error) => return Some(Err(error)),
+            };
+            if !self.reverse && key.as_ref() >= self.end.as_slice() {
+                self.done = true;
+            }
+            let mut entries = unpack_run(&key, &value);
+            entries.retain(|(key, _)| {
+                key.as_slice() >= self.start.as_slice() && key.as_slice() < self.end.as_slice()
+            });
+            if self.reverse {
+                entries.reverse();
+            }
+            self.buffer.extend(entries);
+        }
+    }
 }
 
 /// A frame of `writes` to append at log offset `at`, and the sled entries it stands for (values of logged
@@ -581,6 +724,53 @@ impl SledKv {
         self.shared.overlay.read().map_err(|_| poisoned())
     }
 
+    /// sled's entries of the records tree with `start <= key < end`, packed runs unpacked (see
+    /// `# Packed runs`).
+    fn records_on_disk<'a>(&'a self, start: &[u8], end: &[u8], reverse: bool) -> Source<'a> {
+        let db = &self.shared.db;
+        let tree_end = tree_end(Tree::Records);
+        let inner: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a> = if reverse {
+            // The run stored at or after `end` first: its entries before `end` are the last ones.
+            let after = db.range(end.to_vec()..tree_end).next();
+            Box::new(after.into_iter().chain(db.range(start.to_vec()..end.to_vec()).rev()))
+        } else {
+            Box::new(db.range(start.to_vec()..tree_end))
+        };
+        let unpacked = Unpacked {
+            inner,
+            start: start.to_vec(),
+            end: end.to_vec(),
+            reverse,
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+            last: None,
+        };
+        Box::new(unpacked.map(|entry| {
+            entry
+                .map(|(key, value)| (Cow::Owned(key), Some(Cow::Owned(value))))
+                .map_err(|error| backend("cannot scan the database", error))
+        }))
+    }
+
+    /// sled's value of sled key `key`, found inside its packed run if it is a record key in one.
+    fn sled_get(&self, key: &[u8]) -> sled::Result<Option<Vec<u8>>> {
+        if key.first() != Some(&Tree::Records.prefix()) {
+            return Ok(self.shared.db.get(key)?.map(|value| value.to_vec()));
+        }
+        let Some((found, value)) =
+            self.shared.db.range(key..&tree_end(Tree::Records)[..]).next().transpose()?
+        else {
+            return Ok(None);
+        };
+        if run_first_key(&found, &value).is_none() {
+            return Ok((found.as_ref() == key).then(|| value.to_vec()));
+        }
+        Ok(unpack_run(&found, &value)
+            .into_iter()
+            .find(|(entry, _)| entry.as_slice() == key)
+            .map(|(_, pointer)| pointer))
+    }
+
     /// Entries of sled and the overlay with `start <= key < end` (sled keys), newest write winning and
     /// deleted keys left out, in key order or (`reverse`) the opposite.
     fn merged<'a>(
@@ -609,8 +799,10 @@ impl SledKv {
             Some(frozen) => from_map(&frozen.writes, start, end, reverse),
             None => Box::new(std::iter::empty()),
         };
-        let disk = self.shared.db.range(start.to_vec()..end.to_vec());
-        let disk: Source<'a> = {
+        let disk: Source<'a> = if start.first() == Some(&Tree::Records.prefix()) {
+            self.records_on_disk(start, end, reverse)
+        } else {
+            let disk = self.shared.db.range(start.to_vec()..end.to_vec());
             let entry = |entry: sled::Result<(sled::IVec, sled::IVec)>| {
                 entry
                     .map(|(key, value)| (Cow::Owned(key.to_vec()), Some(Cow::Owned(value.to_vec()))))
@@ -796,33 +988,30 @@ impl Shared {
                  applied: the log was cut short"
             )));
         }
-        // Frame by frame, into sled batches of about SLED_BATCH writes, each ending at a frame with the
-        // offset after it: memory stays bounded, and a crash during the replay resumes where it stopped.
-        let write = |batch: sled::Batch| {
-            self.db.apply_batch(batch).map_err(|error| {
-                backend(format!("cannot replay the record log into the database at {shown}"), error)
-            })
-        };
+        // Frame by frame, in groups of about SLED_BATCH writes (newest write per key), each written with the
+        // offset after its last frame: memory stays bounded, and a crash during the replay resumes where it
+        // stopped.
         let mut at = applied;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
+        let mut group = BTreeMap::new();
+        let mut in_group = 0;
         let mut replayed = false;
+        let mut write = |group: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>, at: u64| {
+            replayed = true;
+            self.write_entries(group, at).map_err(|error| {
+                backend(format!("cannot replay the record log into the database at {shown}"), error)
+            })?;
+            group.clear();
+            Ok::<(), StoreError>(())
+        };
         while at < len {
             match self.log.next_frame(at, len)? {
                 NextFrame::Frame(entries, frame_len) => {
-                    in_batch += entries.len();
-                    for (key, value) in entries {
-                        match value {
-                            Some(value) => batch.insert(key, value),
-                            None => batch.remove(key),
-                        }
-                    }
+                    in_group += entries.len();
+                    group.extend(entries);
                     at += frame_len;
-                    if in_batch >= SLED_BATCH {
-                        batch.insert(APPLIED_KEY, &at.to_be_bytes());
-                        write(std::mem::take(&mut batch))?;
-                        in_batch = 0;
-                        replayed = true;
+                    if in_group >= SLED_BATCH {
+                        write(&mut group, at)?;
+                        in_group = 0;
                     }
                 }
                 NextFrame::Torn => break,
@@ -834,10 +1023,8 @@ impl Shared {
                 }
             }
         }
-        if in_batch > 0 || at > applied {
-            batch.insert(APPLIED_KEY, &at.to_be_bytes());
-            write(batch)?;
-            replayed = true;
+        if in_group > 0 || at > applied {
+            write(&mut group, at)?;
         }
         if replayed {
             self.flush_sled()?;
@@ -876,26 +1063,87 @@ impl Shared {
     /// same frames over it, and since each frame's writes are whole values in order, that ends in the same
     /// state.
     fn write_to_sled(&self, frozen: &Frozen) -> Result<()> {
-        let entries: Vec<_> = frozen.writes.iter().collect();
-        let failed = |error: sled::Error| {
+        self.write_entries(&frozen.writes, frozen.end).map_err(|error| {
             backend(format!("cannot write {} keys to the database", frozen.writes.len()), error)
-        };
-        let n_chunks = entries.len().div_ceil(SLED_BATCH).max(1);
-        for (i, chunk) in entries.chunks(SLED_BATCH).chain(entries.is_empty().then_some(&[][..])).enumerate()
-        {
-            let mut batch = sled::Batch::default();
-            for (key, value) in chunk {
-                match value {
-                    Some(value) => batch.insert(key.as_slice(), value.as_slice()),
-                    None => batch.remove(key.as_slice()),
+        })?;
+        self.flush_sled()
+    }
+
+    /// Writes `writes` (by sled key, newest write per key, `None` deleting) to sled, then the log offset
+    /// `end` they reach. Key by key, not in one sled batch: a batch pins sled's log and its epoch while it
+    /// runs. A crash part-way leaves sled with some of the writes and the offset before them; the open
+    /// replays the same frames over it, and since each frame's writes are whole values, that ends in the
+    /// same state. The record pointers of one instance go in as one packed run (see `# Packed runs`).
+    fn write_entries(&self, writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, end: u64) -> sled::Result<()> {
+        let mut entries = writes.iter().peekable();
+        while let Some((key, value)) = entries.next() {
+            let Some(first) = run_entry(key, value.as_deref()) else {
+                self.write_plain(key, value.as_deref())?;
+                continue;
+            };
+            let mut run = vec![(key, first)];
+            while let Some((next_key, next_value)) = entries.peek() {
+                match run_entry(next_key, next_value.as_deref()) {
+                    Some(entry) if next_key[..RUN_SHARED] == key[..RUN_SHARED] && run.len() < MAX_RUN => {
+                        run.push((next_key, entry));
+                        entries.next();
+                    }
+                    _ => break,
                 }
             }
-            if i + 1 == n_chunks {
-                batch.insert(APPLIED_KEY, &frozen.end.to_be_bytes());
+            let (first_key, last_key) = (run[0].0, run[run.len() - 1].0);
+            if run.len() > 1 && self.span_is_free(first_key, last_key)? {
+                self.db.insert(last_key.as_slice(), pack_run(&run))?;
+            } else {
+                for (key, pointer) in &run {
+                    self.write_plain(key, Some(pointer))?;
+                }
             }
-            self.db.apply_batch(batch).map_err(failed)?;
         }
-        self.flush_sled()
+        self.db.insert(APPLIED_KEY, &end.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Writes one key as it is. A record key inside a packed run's span unpacks that run first, so no run
+    /// ever spans a key stored on its own, and a write or delete of an entry packed in a run takes effect.
+    fn write_plain(&self, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
+        if key.first() == Some(&Tree::Records.prefix()) {
+            if let Some((run_key, run)) = self.run_covering(key)? {
+                let mut batch = sled::Batch::default();
+                for (entry_key, pointer) in unpack_run(&run_key, &run) {
+                    batch.insert(entry_key, pointer);
+                }
+                self.db.apply_batch(batch)?;
+            }
+        }
+        match value {
+            Some(value) => drop(self.db.insert(key, value)?),
+            None => drop(self.db.remove(key)?),
+        }
+        Ok(())
+    }
+
+    /// The packed run whose span (its first entry to its key) holds `key`, if any: by the invariant that no
+    /// run spans another sled key, it is the first sled key at or after `key`.
+    fn run_covering(&self, key: &[u8]) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+        let Some((next_key, value)) = self.db.range(key..&tree_end(Tree::Records)[..]).next().transpose()?
+        else {
+            return Ok(None);
+        };
+        let covers = run_first_key(&next_key, &value).is_some_and(|first| first.as_slice() <= key);
+        Ok(covers.then_some((next_key, value)))
+    }
+
+    /// Whether a run from `first` to `last` may be stored packed: sled holds no key in between, and no run
+    /// of sled's spans into it.
+    fn span_is_free(&self, first: &[u8], last: &[u8]) -> sled::Result<bool> {
+        let Some((next_key, value)) =
+            self.db.range(first..&tree_end(Tree::Records)[..]).next().transpose()?
+        else {
+            return Ok(true);
+        };
+        Ok(next_key.as_ref() > last
+            && run_first_key(&next_key, &value).is_none_or(|run_first| run_first.as_slice() > last))
     }
 
     /// The applier thread: writes each frozen overlay to sled, then lets readers stop consulting it.
@@ -1053,11 +1301,8 @@ impl Kv for SledKv {
         let value = match overlay.lookup(&key) {
             Some(value) => value.clone(),
             None => self
-                .shared
-                .db
-                .get(&key)
-                .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))?
-                .map(|value| value.to_vec()),
+                .sled_get(&key)
+                .map_err(|error| backend(format!("cannot read from tree {}", tree.name()), error))?,
         };
         value.map(|value| self.resolve(tree, &value)).transpose()
     }
