@@ -210,7 +210,8 @@ impl Default for OverlayLimits {
 }
 
 const OVERLAY_ENTRIES: usize = 32 * 1024;
-/// Writes per sled batch when the applier writes an overlay (see `Shared::write_to_sled`).
+/// Writes per group when the open replays the log into sled (see `Shared::recover`): each group ends with
+/// the log offset it reaches, so a crash during the replay resumes there.
 const SLED_BATCH: usize = 512;
 const OVERLAY_BYTES: usize = 8 * 1024 * 1024;
 
@@ -1055,13 +1056,8 @@ impl Shared {
         self.sled_log.sync_data().map_err(|error| not_durable(&error))
     }
 
-    /// Writes `frozen` to sled, the log offset it reaches with its last writes, and flushes sled.
-    ///
-    /// In sled batches of `SLED_BATCH` writes: one sled batch pins sled's log and its epoch for as long as
-    /// it runs, and a batch of 32,768 writes made the process grow by gigabytes. A crash between two
-    /// batches leaves sled with part of the overlay and the offset before it; the open then replays the
-    /// same frames over it, and since each frame's writes are whole values in order, that ends in the same
-    /// state.
+    /// Writes `frozen` to sled, the log offset it reaches after its writes, and flushes sled (see
+    /// `write_entries`; not one sled batch: a batch of 32,768 writes made the process grow by gigabytes).
     fn write_to_sled(&self, frozen: &Frozen) -> Result<()> {
         self.write_entries(&frozen.writes, frozen.end).map_err(|error| {
             backend(format!("cannot write {} keys to the database", frozen.writes.len()), error)
